@@ -1,0 +1,398 @@
+"""What every adapter layer shares: adopting a base layer, geometry, forward paths and merging.
+
+An adapter layer is a subclass of its base layer's own class (a FLoRA ``Conv2d`` is still an
+``nn.Conv2d``) that takes over the base layer's ``weight`` and ``bias`` Parameters under the same
+names, so that plain checkpoints load into an adapted model and back. Subclasses add their adapter
+tensors and say how to build the weight update and how to run it as a small branch.
+"""
+import copy
+import math
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Layer types that can carry an adapter, with the functional op that runs them.
+CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+SUPPORTED_BASES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+#: Forward paths of an unmerged adapter layer.
+PATHS = ('auto', 'merged', 'factorised')
+#: How an adapter treats a grouped (or depthwise) convolution.
+GROUPED_MODES = ('structured', 'dense')
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
+    """Adapters train in fp32 (fp64 beside fp64 bases) even when the base is fp16 or bf16."""
+    return torch.float64 if base_dtype == torch.float64 else torch.float32
+
+
+def supported_base_class(module: nn.Module) -> Optional[type]:
+    """Return the torch layer class ``module`` behaves as, or None when it cannot carry one.
+
+    A subclass qualifies only when it keeps its parent's ``forward`` (a subclass with its own
+    forward, such as a conv with dynamic 'same' padding, would lose its behaviour).
+    """
+    for base_class in SUPPORTED_BASES:
+        if isinstance(module, base_class) and type(module).forward is base_class.forward:
+            return base_class
+    return None
+
+
+class AdapterLayer:
+    """Mixin for a base layer (``nn.Linear`` or ``nn.ConvNd``) carrying an adapter.
+
+    Subclasses set ``method`` and ``base_class`` and implement:
+
+    * ``_init_adapter(**kwargs)``: create the adapter tensors;
+    * ``delta_weight()``: the scaled update, in the base weight's shape when the layer is
+      mergeable, else in the dense shape (out, in, *kernel);
+    * ``_branch(x)``: the update applied to an input without materialising it (factorised path);
+    * ``_branch_flops(x)`` and ``_build_flops()``: cost estimates that choose the path.
+
+    Attributes:
+        name (str): Full module name in the model it was injected into (for messages).
+        dense (bool): The update spans all input channels of a grouped conv (a parallel dense
+            branch) rather than the base weight's own (out, in/groups, *k) shape.
+        path (str): 'auto', 'merged' or 'factorised'.
+    """
+
+    method: str = ''
+    base_class: type = nn.Module
+    base_param_names = ('weight', 'bias')
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_base(cls, base: nn.Module, name: str = '', **kwargs) -> 'AdapterLayer':
+        """Wrap ``base`` into an adapter layer that shares its Parameters (no copy).
+
+        Args:
+            base (nn.Module): The layer to adapt; an instance of ``cls.base_class``.
+            name (str): Its full name in the model, used in messages.
+            **kwargs: Adapter hyper-parameters, passed to ``_init_adapter``.
+        """
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        for key, value in base.__dict__.items():
+            # Containers (parameters, buffers, hooks) are copied so the two objects do not share
+            # them; the tensors inside are the very same objects.
+            layer.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
+        layer.name = name or type(base).__name__
+        layer._merged_backup = None
+        layer._cache_key = None
+        layer._cached_weight = None
+        layer._init_adapter(**kwargs)
+        return layer
+
+    def _init_adapter(self, **kwargs) -> None:
+        raise NotImplementedError
+
+    def _setup_common(self, mode: str, path: str, dropout: float) -> None:
+        """Validate and store the options every adapter layer has."""
+        if mode not in GROUPED_MODES:
+            raise ValueError(f'{self.name}: mode must be one of {GROUPED_MODES}, got {mode!r}')
+        if path not in PATHS:
+            raise ValueError(f'{self.name}: path must be one of {PATHS}, got {path!r}')
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f'{self.name}: dropout must be in [0, 1), got {dropout}')
+        self.dense = mode == 'dense' and self.n_groups > 1
+        self.path = path
+        self.adapter_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if path == 'factorised' and not self.supports_factorised:
+            raise ValueError(
+                f'{self.name}: the factorised path needs groups=1 or mode="dense", but this '
+                f'{self.base_class.__name__} has groups={self.n_groups} in structured mode; use '
+                f'path="merged" or "auto", or mode="dense"')
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def is_conv(self) -> bool:
+        return self.base_class is not nn.Linear
+
+    @property
+    def n_groups(self) -> int:
+        """The base conv's groups (1 for Linear)."""
+        return self.__dict__.get('groups', 1)
+
+    @property
+    def in_channels_total(self) -> int:
+        return self.in_channels if self.is_conv else self.in_features
+
+    @property
+    def out_channels_total(self) -> int:
+        return self.out_channels if self.is_conv else self.out_features
+
+    @property
+    def dense_weight_shape(self) -> Tuple[int, ...]:
+        """Shape of an update that spans every input channel: (out, in, *kernel)."""
+        if not self.is_conv:
+            return tuple(self.weight.shape)
+        return (self.out_channels, self.in_channels, *self.kernel_size)
+
+    @property
+    def update_shape(self) -> Tuple[int, ...]:
+        """Shape of ``delta_weight()``: the base weight's, or the dense one in dense mode."""
+        return self.dense_weight_shape if self.dense else tuple(self.weight.shape)
+
+    @property
+    def supports_factorised(self) -> bool:
+        return not self.is_conv or self.n_groups == 1 or self.dense
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether s*dW can be folded into the base weight without changing the layer type."""
+        return not self.dense
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int) -> Tensor:
+        """Run the base layer's op (stride, padding incl. 'same', dilation, padding_mode)."""
+        if not self.is_conv:
+            return F.linear(x, weight, bias)
+        conv = CONV_FUNCTIONS[self.base_class]
+        if self.padding_mode != 'zeros':
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding: Union[str, Sequence[int]] = (0, ) * len(self.kernel_size)
+        else:
+            padding = self.padding
+        return conv(x, weight, bias, self.stride, padding, self.dilation, groups)
+
+    def _pointwise(self, x: Tensor, matrix: Tensor) -> Tensor:
+        """Mix channels of ``x`` with ``matrix`` (out, in): a 1x1 conv, or a matmul for Linear."""
+        if not self.is_conv:
+            return F.linear(x, matrix)
+        weight = matrix.reshape(*matrix.shape, *([1] * len(self.kernel_size)))
+        return CONV_FUNCTIONS[self.base_class](x, weight)
+
+    def _expand_to_dense(self, weight: Tensor) -> Tensor:
+        """Place a grouped weight (out, in/groups, *k) on the block diagonal of a dense one."""
+        groups = self.n_groups
+        out_per_group = self.out_channels // groups
+        kernel = tuple(self.kernel_size)
+        dense = weight.new_zeros(groups, out_per_group, groups, weight.shape[1], *kernel)
+        blocks = torch.arange(groups, device=weight.device)
+        dense[blocks, :, blocks] = weight.reshape(groups, out_per_group, weight.shape[1], *kernel)
+        return dense.reshape(self.dense_weight_shape)
+
+    # ------------------------------------------------------------------ update and paths
+    def delta_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def _branch(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _build_flops(self) -> float:
+        """Multiply-adds to build ``delta_weight()``."""
+        raise NotImplementedError
+
+    def _branch_flops(self, x: Tensor) -> float:
+        """Multiply-adds of ``_branch(x)``."""
+        raise NotImplementedError
+
+    def adapter_parameters(self) -> Dict[str, nn.Parameter]:
+        """The adapter's own Parameters, by name relative to this layer."""
+        return {
+            name: param
+            for name, param in self.named_parameters()
+            if name.split('.')[0] not in self.base_param_names
+        }
+
+    def _positions(self, x: Tensor) -> float:
+        """Number of output positions (batch x spatial) this layer computes for ``x``."""
+        if not self.is_conv:
+            return float(x.numel() // x.shape[-1])
+        spatial = x.shape[-len(self.kernel_size):]
+        positions = float(x.numel() // (x.shape[-len(self.kernel_size) - 1] * math.prod(spatial)))
+        stride = self.stride if isinstance(self.stride, tuple) else (self.stride, )
+        for size, step in zip(spatial, stride):
+            positions *= math.ceil(size / step)
+        return positions
+
+    def choose_path(self, x: Tensor) -> str:
+        """Pick 'merged' or 'factorised' for input ``x`` from the shapes (or the override).
+
+        Merged runs one op with W0 + s*dW; in training it pays for the gradient of the full
+        weight. Factorised runs the base op plus a chain of small ops; it pays for the branch
+        (and, in training, its backward, about twice its forward). Dense branches on grouped
+        convs would need a dense conv to merge. Adapter dropout needs the factorised path.
+        """
+        if self.path != 'auto':
+            return self.path
+        if not self.supports_factorised:
+            return 'merged'
+        training = torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.adapter_parameters().values())
+        if training and isinstance(self.adapter_dropout, nn.Dropout) and self.training:
+            return 'factorised'
+        positions = self._positions(x)
+        kernel = math.prod(self.kernel_size) if self.is_conv else 1
+        dense_extra = 0.0
+        if self.dense:  # merged = one dense conv instead of the grouped one
+            dense_extra = positions * self.out_channels * kernel * (
+                self.in_channels - self.in_channels // self.n_groups)
+        effective_in = self.in_channels_total if self.dense else self.weight.shape[1]
+        weight_grad = positions * self.out_channels_total * effective_in * kernel
+        if training:
+            merged_cost = 3 * self._build_flops() + 3 * dense_extra + weight_grad
+            factorised_cost = 3 * self._branch_flops(x)
+        else:
+            merged_cost = dense_extra  # the merged weight is cached in eval mode
+            factorised_cost = self._branch_flops(x)
+        return 'merged' if merged_cost <= factorised_cost else 'factorised'
+
+    def _cache_state(self) -> Tuple:
+        tensors = [self.weight, *self.adapter_parameters().values()]
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    def merged_weight(self) -> Tensor:
+        """W0 + s*dW in the base weight's dtype (expanded to dense in dense mode).
+
+        Half-precision bases accumulate in fp32. Outside autograd (eval with no_grad) the result
+        is cached until the base weight or any adapter tensor changes.
+        """
+        use_cache = not torch.is_grad_enabled()
+        if use_cache and self._cached_weight is not None and self._cache_key == self._cache_state():
+            return self._cached_weight
+        base = self._expand_to_dense(self.weight) if self.dense else self.weight
+        delta = self.delta_weight()
+        if base.dtype in HALF_DTYPES or delta.dtype != base.dtype:
+            weight = (base.to(delta.dtype) + delta).to(base.dtype)
+        else:
+            weight = base + delta
+        if use_cache:
+            self._cached_weight, self._cache_key = weight, self._cache_state()
+        else:
+            self._cached_weight = self._cache_key = None
+        return weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._merged_backup is not None:  # s*dW already lives in self.weight
+            return self._conv(x, self.weight, self.bias, self.groups_of_weight)
+        if self.choose_path(x) == 'merged':
+            groups = 1 if self.dense else self.n_groups
+            return self._conv(x, self.merged_weight(), self.bias, groups)
+        out = self._conv(x, self.weight, self.bias, self.n_groups)
+        branch = self._branch(self.adapter_dropout(x).to(self._adapter_dtype))
+        return out + branch.to(out.dtype)
+
+    @property
+    def _adapter_dtype(self) -> torch.dtype:
+        return next(iter(self.adapter_parameters().values())).dtype
+
+    @property
+    def groups_of_weight(self) -> int:
+        """Groups the current ``weight`` is laid out for (1 after a dense merge)."""
+        if not self.is_conv:
+            return 1
+        return self.in_channels // self.weight.shape[1]
+
+    # ------------------------------------------------------------------ merging
+    @property
+    def merged(self) -> bool:
+        return self._merged_backup is not None
+
+    def compute_merged_weight(self, convert_dense: bool = False) -> Tensor:
+        """The weight a merge would write, computed in fp32 for half bases, checked finite.
+
+        Args:
+            convert_dense (bool): Allow a dense-mode update on a grouped conv to be merged by
+                turning the layer into a dense (groups=1) conv.
+
+        Raises:
+            ValueError: When the update cannot be folded in, or is not finite.
+        """
+        if self.dense and not convert_dense:
+            raise ValueError(
+                f'{self.name}: a dense-mode update of shape {self.update_shape} cannot be folded '
+                f'into the grouped weight {tuple(self.weight.shape)} (groups={self.n_groups}). '
+                f'Pass convert_dense=True to turn this layer into a dense conv, or inject with '
+                f'mode="structured"')
+        with torch.no_grad():
+            delta = self.delta_weight().float()
+            if not torch.isfinite(delta).all():
+                raise ValueError(f'{self.name}: the adapter update contains NaN or Inf; nothing '
+                                 f'was merged. Check the adapter tensors (learning rate?)')
+            base = self._expand_to_dense(self.weight) if self.dense else self.weight
+            return (base.float() + delta).to(self.weight.dtype)
+
+    def merge(self, convert_dense: bool = False, new_weight: Optional[Tensor] = None) -> None:
+        """Fold s*dW into ``weight``; keeps a bit-exact copy of W0 for ``unmerge``."""
+        if self.merged:
+            warnings.warn(f'{self.name}: adapter already merged; nothing changed')
+            return
+        if new_weight is None:
+            new_weight = self.compute_merged_weight(convert_dense)
+        self._merged_backup = self.weight.detach().clone()
+        with torch.no_grad():
+            if new_weight.shape == self.weight.shape:
+                self.weight.copy_(new_weight)
+            else:  # dense conversion changes the weight's shape
+                self.weight.data = new_weight
+        self._cached_weight = self._cache_key = None
+
+    def unmerge(self) -> None:
+        """Restore the base weight exactly as it was before ``merge``."""
+        if not self.merged:
+            warnings.warn(f'{self.name}: adapter is not merged; nothing changed')
+            return
+        with torch.no_grad():
+            if self._merged_backup.shape == self.weight.shape:
+                self.weight.copy_(self._merged_backup)
+            else:
+                self.weight.data = self._merged_backup
+        self._merged_backup = None
+        self._cached_weight = self._cache_key = None
+
+    def to_plain(self) -> nn.Module:
+        """A plain ``base_class`` module holding this layer's current weight and bias."""
+        plain = self.base_class.__new__(self.base_class)
+        nn.Module.__init__(plain)
+        skip = {'name', '_merged_backup', '_cache_key', '_cached_weight', 'dense', 'path',
+                'scale', 'ranks', 'rank_notes', 'mode'}
+        for key, value in self.__dict__.items():
+            if key in skip:
+                continue
+            plain.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
+        plain._parameters = {k: v for k, v in self._parameters.items() if k in self.base_param_names}
+        plain._modules = {}
+        if self.is_conv and self.groups_of_weight != self.n_groups:
+            plain.groups = self.groups_of_weight
+        return plain
+
+    def extra_repr(self) -> str:
+        base = self.base_class.extra_repr(self)
+        return f'{base}, method={self.method}, path={self.path}, dense={self.dense}'
+
+
+def resolve_ranks(name: str, mode_sizes: Sequence[int], requested: Sequence[int],
+                  strict: bool) -> Tuple[List[int], List[str]]:
+    """Check ranks against their modes: cap those above the mode size, or raise when strict.
+
+    Args:
+        name (str): Layer name for messages.
+        mode_sizes (Sequence[int]): Size of each mode of the update.
+        requested (Sequence[int]): The rank asked for on each mode.
+        strict (bool): Raise instead of capping.
+
+    Returns:
+        tuple: The ranks to use, and one note per capped mode.
+    """
+    if len(requested) != len(mode_sizes):
+        raise ValueError(f'{name}: {len(requested)} ranks {tuple(requested)} for an update with '
+                         f'{len(mode_sizes)} modes {tuple(mode_sizes)}')
+    ranks, notes = [], []
+    for mode, (size, rank) in enumerate(zip(mode_sizes, requested)):
+        if int(rank) != rank or rank < 1:
+            raise ValueError(f'{name}: rank {rank} on mode {mode} (size {size}) must be an '
+                             f'integer >= 1')
+        if rank > size:
+            if strict:
+                raise ValueError(
+                    f'{name}: rank {rank} on mode {mode} exceeds the mode size {size}; lower the '
+                    f'rank (or use rank_pattern for this layer), or pass strict_ranks=False to cap')
+            notes.append(f'mode {mode} rank {rank}->{size}')
+            rank = size
+        ranks.append(int(rank))
+    return ranks, notes

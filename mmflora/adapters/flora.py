@@ -1,0 +1,151 @@
+"""FLoRA layers: a Tucker-structured update on Linear and Conv1d/2d/3d weights (paper Eq. 4-6).
+
+For a weight of order N the update is ``dW = s * core x_0 A_0 x_1 A_1 ... x_{N-1} A_{N-1}``.
+Modes follow PyTorch's weight layout: (out, in) for Linear, (out, in, k_1, ..., k_d) for convs, so
+the kernel's spatial modes keep their own factors instead of being folded into the channels.
+
+Ranks: ``r`` for the channel modes (an int, a pair (r_out, r_in), or one rank per mode) and
+``r_kernel`` for each kernel mode. The paper uses r_out = r_in = r, r_kernel = 2, s = 4 on
+ConvNeXt-V2-L.
+
+Initialisation: the core is zero, so the adapted layer starts exactly at W0. Factor n is Gaussian
+with std ``1 / sqrt(I_n)``: its columns then have unit expected norm and are nearly orthogonal,
+so ``||dW||_F`` is close to ``s * ||core||_F`` whatever the layer's size, and one learning rate and
+one ``s`` suit every layer.
+"""
+import math
+from typing import Dict, List, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .base import AdapterLayer, adapter_dtype, resolve_ranks
+from .tucker import mode_product, tucker_to_tensor
+
+Rank = Union[int, Sequence[int]]
+
+
+def update_shape_of(base: nn.Module, mode: str) -> Tuple[int, ...]:
+    """Shape of the update an adapter on ``base`` learns: the weight's, or dense for grouped."""
+    weight_shape = tuple(base.weight.shape)
+    groups = getattr(base, 'groups', 1)
+    if mode == 'dense' and groups > 1:
+        return (weight_shape[0], weight_shape[1] * groups, *weight_shape[2:])
+    return weight_shape
+
+
+def requested_ranks(order: int, r: Rank, r_kernel: int) -> List[int]:
+    """Expand ``r``/``r_kernel`` into one requested rank per mode of an order-``order`` update."""
+    if isinstance(r, int):
+        return [r, r] + [r_kernel] * (order - 2)
+    r = list(r)
+    if len(r) == 2:
+        return r + [r_kernel] * (order - 2)
+    if len(r) == order:
+        return r
+    raise ValueError(f'r={tuple(r)}: give an int, a pair (r_out, r_in) or one rank per mode '
+                     f'({order} here)')
+
+
+class FLoRAMixin(AdapterLayer):
+    """The FLoRA update and its two forward paths, shared by every layer type.
+
+    Attributes:
+        core (nn.Parameter): The Tucker core, shape (J_0, ..., J_{N-1}); zero at init.
+        factors (nn.ParameterList): Factor n has shape (I_n, J_n).
+        scale (float): The paper's s.
+        ranks (tuple): The ranks in use (after capping).
+        rank_notes (list): Modes whose rank was capped to their size.
+    """
+
+    method = 'flora'
+
+    @classmethod
+    def parameter_shapes(cls, base: nn.Module, name: str = '', r: Rank = 8, r_kernel: int = 2,
+                         mode: str = 'dense', strict_ranks: bool = False,
+                         **unused) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+        """Shapes of the adapter tensors an adapter on ``base`` gets, and rank-capping notes."""
+        shape = update_shape_of(base, mode)
+        ranks, notes = resolve_ranks(name, shape, requested_ranks(len(shape), r, r_kernel),
+                                     strict_ranks)
+        shapes = {'core': tuple(ranks)}
+        for n, (size, rank) in enumerate(zip(shape, ranks)):
+            shapes[f'factors.{n}'] = (size, rank)
+        return shapes, notes
+
+    def _init_adapter(self, r: Rank = 8, r_kernel: int = 2, scale: float = 4.0,
+                      mode: str = 'dense', path: str = 'auto', dropout: float = 0.0,
+                      strict_ranks: bool = False, **unused) -> None:
+        self._setup_common(mode, path, dropout)
+        shapes, self.rank_notes = self.parameter_shapes(self, self.name, r, r_kernel, mode,
+                                                        strict_ranks)
+        self.ranks = shapes['core']
+        self.scale = float(scale)
+        factory = dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))
+        self.core = nn.Parameter(torch.zeros(self.ranks, **factory))
+        factors = []
+        for n, size in enumerate(self.update_shape):
+            factor = torch.empty(size, self.ranks[n], **factory)
+            nn.init.normal_(factor, std=1.0 / math.sqrt(size))
+            factors.append(nn.Parameter(factor))
+        self.factors = nn.ParameterList(factors)
+
+    def delta_weight(self) -> Tensor:
+        """``scale * core x_0 factors[0] ... x_{N-1} factors[N-1]``, shape ``update_shape``."""
+        return self.scale * tucker_to_tensor(self.core, list(self.factors))
+
+    def _branch(self, x: Tensor) -> Tensor:
+        """Apply the update without materialising it: in -> r_in, core (as a kernel), r_out -> out."""
+        out_factor, in_factor, *kernel_factors = self.factors
+        reduced = self._pointwise(x, in_factor.t())
+        kernel = self.core * self.scale
+        for n, factor in enumerate(kernel_factors, start=2):
+            kernel = mode_product(kernel, factor, n)
+        if self.is_conv:
+            mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
+        else:
+            mixed = self._pointwise(reduced, kernel)
+        return self._pointwise(mixed, out_factor)
+
+    def _build_flops(self) -> float:
+        shape, flops = list(self.ranks), 0.0
+        for n in sorted(range(len(shape)), key=lambda n: self.update_shape[n] / self.ranks[n]):
+            shape[n] = self.update_shape[n]
+            flops += math.prod(shape) * self.ranks[n]
+        return flops
+
+    def _branch_flops(self, x: Tensor) -> float:
+        rank_out, rank_in = self.ranks[:2]
+        kernel = math.prod(self.update_shape[2:])
+        inputs = x.numel() / self.in_channels_total
+        outputs = self._positions(x)
+        return (inputs * self.in_channels_total * rank_in + outputs * rank_out * rank_in * kernel +
+                outputs * rank_out * self.out_channels_total)
+
+
+class FLoRALinear(FLoRAMixin, nn.Linear):
+    """FLoRA on ``nn.Linear``: dW = s * A_out G A_in^T."""
+    base_class = nn.Linear
+
+
+class FLoRAConv1d(FLoRAMixin, nn.Conv1d):
+    """FLoRA on ``nn.Conv1d``: a third-order Tucker update."""
+    base_class = nn.Conv1d
+
+
+class FLoRAConv2d(FLoRAMixin, nn.Conv2d):
+    """FLoRA on ``nn.Conv2d``: a fourth-order Tucker update with ranks (r, r, r_k, r_k)."""
+    base_class = nn.Conv2d
+
+
+class FLoRAConv3d(FLoRAMixin, nn.Conv3d):
+    """FLoRA on ``nn.Conv3d``: a fifth-order Tucker update."""
+    base_class = nn.Conv3d
+
+
+FLORA_LAYERS = {
+    nn.Linear: FLoRALinear,
+    nn.Conv1d: FLoRAConv1d,
+    nn.Conv2d: FLoRAConv2d,
+    nn.Conv3d: FLoRAConv3d,
+}

@@ -1,0 +1,229 @@
+"""Model surgery: select modules, replace them with adapter layers, freeze the rest, report."""
+import dataclasses
+import re
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from torch import nn
+
+from .base import SUPPORTED_BASES, AdapterLayer, supported_base_class
+from .bitfit import bias_parameters
+from .config import AdapterConfig, Target, is_layer_method, layer_class, target_name
+
+KIND_CLASSES = {cls.__name__: cls for cls in SUPPORTED_BASES}
+
+
+@dataclasses.dataclass
+class InjectedLayer:
+    """One row of an injection report."""
+
+    name: str
+    kind: str
+    weight_shape: Tuple[int, ...]
+    ranks: Tuple[int, ...]
+    mode: str
+    params: int
+    note: str = ''
+
+
+@dataclasses.dataclass
+class InjectionReport:
+    """What ``inject_adapters`` did.
+
+    Attributes:
+        config (AdapterConfig): The configuration used.
+        entries (list[InjectedLayer]): One row per adapted layer (per bias for BitFit).
+        adapter_params (int): Parameters the method added or unfroze in the selected layers.
+        trainable_params (int): All trainable parameters of the model afterwards.
+        total_params (int): All parameters of the model afterwards.
+    """
+
+    config: AdapterConfig
+    entries: List[InjectedLayer]
+    adapter_params: int
+    trainable_params: int
+    total_params: int
+
+    def __str__(self) -> str:
+        lines = [f'{"layer":<48} {"kind":<18} {"weight":<20} {"ranks":<16} {"mode":<10} '
+                 f'{"params":>10}  note']
+        for e in self.entries:
+            lines.append(f'{e.name:<48} {e.kind:<18} {str(e.weight_shape):<20} '
+                         f'{str(e.ranks):<16} {e.mode:<10} {e.params:>10,}  {e.note}')
+        lines.append(f'method={self.config.method}: {len(self.entries)} layers, '
+                     f'adapter params {self.adapter_params:,}, trainable '
+                     f'{self.trainable_params:,} of {self.total_params:,} '
+                     f'({100.0 * self.trainable_params / max(self.total_params, 1):.2f}%)')
+        return '\n'.join(lines)
+
+
+def iter_adapter_layers(model: nn.Module) -> Iterator[Tuple[str, AdapterLayer]]:
+    """Yield (full name, layer) for every adapter layer in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield name, module
+
+
+def _matches_target(name: str, module: nn.Module, target: Target) -> bool:
+    if isinstance(target, type):
+        return isinstance(module, target)
+    if target in KIND_CLASSES:
+        return isinstance(module, KIND_CLASSES[target])
+    return re.search(target, name) is not None
+
+
+def _check_all_used(kind: str, patterns: Sequence, used: set, examples: List[str]) -> None:
+    unused = [target_name(p) for p in patterns if target_name(p) not in used]
+    if unused:
+        raise ValueError(f'{kind} {unused} matched nothing; names here look like '
+                         f'{examples[:5]} (patterns are searched with re.search)')
+
+
+def select_modules(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, nn.Module]]:
+    """The modules the method will act on, in model order.
+
+    Layer methods (flora, lora, dora) consider every Linear/Conv1d/2d/3d; BitFit every module
+    with a bias. ``targets`` narrow the choice (None keeps them all), ``exclude`` removes names.
+
+    Raises:
+        ValueError: A target or exclude pattern matched nothing, or a module is already adapted.
+    """
+    layer_method = is_layer_method(config.method)
+    candidates = []
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            raise ValueError(f'{name}: already carries a {module.method} adapter; inject once '
+                             f'(merge_and_unload first to adapt a merged model again)')
+        if layer_method and supported_base_class(module) is not None:
+            candidates.append((name, module))
+        elif not layer_method and isinstance(module._parameters.get('bias'), nn.Parameter):
+            candidates.append((name, module))
+    examples = [name for name, _ in candidates]
+    selected, used_targets, used_excludes = [], set(), set()
+    for name, module in candidates:
+        if config.targets is not None:
+            hits = [t for t in config.targets if _matches_target(name, module, t)]
+            used_targets.update(target_name(t) for t in hits)
+            if not hits:
+                continue
+        excluded = [p for p in AdapterConfig.as_list(config.exclude) if re.search(p, name)]
+        used_excludes.update(excluded)
+        if not excluded:
+            selected.append((name, module))
+    _check_all_used('targets', AdapterConfig.as_list(config.targets), used_targets, examples)
+    _check_all_used('exclude patterns', AdapterConfig.as_list(config.exclude), used_excludes,
+                    examples)
+    return selected
+
+
+def rank_for(name: str, config: AdapterConfig, used: Optional[set] = None):
+    """The rank of layer ``name``: the first matching ``rank_pattern`` entry, else ``config.r``."""
+    for pattern, rank in (config.rank_pattern or {}).items():
+        if re.search(pattern, name):
+            if used is not None:
+                used.add(pattern)
+            return rank
+    return config.r
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _kind(module: nn.Module) -> str:
+    base = supported_base_class(module) or type(module)
+    groups = getattr(module, 'groups', 1)
+    if groups > 1:
+        depthwise = groups == module.in_channels
+        return f'{base.__name__} ' + ('depthwise' if depthwise else f'g={groups}')
+    return base.__name__
+
+
+def inject_adapters(model: nn.Module, method: str = 'flora', targets: Optional[list] = None,
+                    exclude: Optional[list] = None, rank_pattern: Optional[dict] = None,
+                    trainable: Optional[list] = None, **method_kwargs) -> InjectionReport:
+    """Add adapters of ``method`` to ``model`` in place and freeze everything else.
+
+    Args:
+        model (nn.Module): The model to adapt.
+        method (str): 'flora', 'lora', 'dora', 'bitfit', 'full' or 'none'.
+        targets (list, optional): Module classes, class names ('Conv2d', 'Linear') or regexes
+            searched in full module names. Defaults to every supported layer (every bias for
+            BitFit).
+        exclude (list, optional): Regexes of module names to skip.
+        rank_pattern (dict, optional): {regex: rank} for layers that need another rank.
+        trainable (list, optional): Regexes of full parameter names that stay trainable, such
+            as heads, necks or norms.
+        **method_kwargs: Fields of :class:`AdapterConfig` (r, r_kernel, scale, alpha, mode,
+            path, dropout, strict_ranks, lora_conv_form).
+
+    Returns:
+        InjectionReport: The adapted layers and the parameter counts.
+
+    Raises:
+        ValueError: An unknown method or option, a pattern that matched nothing, a bad rank.
+    """
+    unknown = set(method_kwargs) - {f.name for f in dataclasses.fields(AdapterConfig)}
+    if unknown:
+        raise ValueError(f'inject_adapters got unknown options {sorted(unknown)}; the options '
+                         f'are the fields of AdapterConfig')
+    config = AdapterConfig(method=method, targets=targets, exclude=exclude,
+                           rank_pattern=rank_pattern, trainable=trainable, **method_kwargs)
+    selected = select_modules(model, config)
+    entries: List[InjectedLayer] = []
+    unfrozen: Dict[str, nn.Parameter] = {}
+    if is_layer_method(method):
+        used_patterns: set = set()
+        replaced: Dict[int, AdapterLayer] = {}
+        for name, module in selected:
+            if id(module) in replaced:  # the same module reachable under two names
+                _set_submodule(model, name, replaced[id(module)])
+                continue
+            kwargs = config.layer_kwargs()
+            kwargs['r'] = rank_for(name, config, used_patterns)
+            cls = layer_class(method, supported_base_class(module))
+            layer = cls.from_base(module, name=name, **kwargs)
+            replaced[id(module)] = layer
+            _set_submodule(model, name, layer)
+            params = layer.adapter_parameters()
+            unfrozen.update({f'{name}.{k}': p for k, p in params.items()})
+            entries.append(
+                InjectedLayer(name, _kind(module), tuple(module.weight.shape), tuple(layer.ranks),
+                              'dense' if layer.dense else 'structured' if getattr(
+                                  module, 'groups', 1) > 1 else '-',
+                              sum(p.numel() for p in params.values()),
+                              '; '.join(layer.rank_notes)))
+        _check_all_used('rank_pattern keys', list(config.rank_pattern or {}), used_patterns,
+                        [name for name, _ in selected])
+    elif method == 'bitfit':
+        unfrozen = bias_parameters(selected)
+        entries = [InjectedLayer(name, 'bias', tuple(p.shape), (), '-', p.numel())
+                   for name, p in unfrozen.items()]
+    elif method == 'full':
+        unfrozen = dict(model.named_parameters())
+    adapter_params = sum(p.numel() for p in unfrozen.values())
+    freeze_except(model, unfrozen, config.trainable)
+    model.mmflora_config = config
+    total = sum(p.numel() for p in model.parameters())
+    trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return InjectionReport(config, entries, adapter_params, trainable_count, total)
+
+
+def freeze_except(model: nn.Module, keep: Dict[str, nn.Parameter],
+                  trainable: Optional[Sequence[str]] = None) -> None:
+    """Freeze every parameter of ``model`` except ``keep`` and names matching ``trainable``.
+
+    Raises:
+        ValueError: A ``trainable`` pattern matched no parameter.
+    """
+    keep_ids = {id(p) for p in keep.values()}
+    patterns = list(trainable or [])
+    used = set()
+    names = []
+    for name, param in model.named_parameters():
+        names.append(name)
+        hits = [p for p in patterns if re.search(p, name)]
+        used.update(hits)
+        param.requires_grad_(id(param) in keep_ids or bool(hits))
+    _check_all_used('trainable patterns', patterns, used, names)

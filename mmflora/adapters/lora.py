@@ -1,0 +1,127 @@
+"""LoRA baseline layers behind the same interface as FLoRA (a row of the paper's Table 1).
+
+Two forms for convolutions:
+
+* ``'peft'`` (default; the form whose parameter counts match Table 1): ``lora_A`` is a conv with
+  the base kernel from in to r channels, ``lora_B`` a 1x1 conv from r to out, so
+  ``dW[o, i, *k] = sum_j B[o, j] A[j, i, *k]``.
+* ``'reshape'`` (the paper's Eq. 3): one matrix product reshaped into the kernel,
+  ``dW = reshape(B A)`` with ``B`` of shape (out * k_1, r) and ``A`` of shape (r, in * k_2 ...).
+  It exists only as a merged weight.
+
+Linear layers use ``dW = B A`` in both forms. ``scaling = alpha / r``. ``A`` is initialised with
+Kaiming-uniform and ``B`` with zeros, so training starts at W0.
+"""
+import math
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import AdapterLayer, adapter_dtype, resolve_ranks
+from .flora import update_shape_of
+
+LORA_CONV_FORMS = ('peft', 'reshape')
+
+
+class LoRAMixin(AdapterLayer):
+    """The LoRA update and its forward paths.
+
+    Attributes:
+        lora_A (nn.Parameter): Down projection, (r, in, *k) for 'peft' convs, (r, in) for Linear,
+            (r, in * prod(k[1:])) for 'reshape' convs.
+        lora_B (nn.Parameter): Up projection, (out, r), or (out * k[0], r) for 'reshape'.
+        scaling (float): alpha / r.
+    """
+
+    method = 'lora'
+
+    @classmethod
+    def parameter_shapes(cls, base: nn.Module, name: str = '', r: int = 8, mode: str = 'dense',
+                         lora_conv_form: str = 'peft', strict_ranks: bool = False,
+                         **unused) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+        """Shapes of ``lora_A``/``lora_B`` for ``base``, and rank-capping notes."""
+        if not isinstance(r, int):
+            raise ValueError(f'{name}: LoRA takes a single int rank, got r={r!r}')
+        if lora_conv_form not in LORA_CONV_FORMS:
+            raise ValueError(f'{name}: lora_conv_form must be one of {LORA_CONV_FORMS}, '
+                             f'got {lora_conv_form!r}')
+        shape = update_shape_of(base, mode)
+        if lora_conv_form == 'reshape' and len(shape) > 2:
+            rows, cols = shape[0] * shape[2], shape[1] * math.prod(shape[3:])
+        else:
+            rows, cols = shape[0], math.prod(shape[1:])
+        (rank, ), notes = resolve_ranks(name, [min(rows, cols)], [r], strict_ranks)
+        if lora_conv_form == 'reshape' or len(shape) == 2:
+            a_shape = (rank, cols)
+        else:
+            a_shape = (rank, *shape[1:])
+        return {'lora_A': a_shape, 'lora_B': (rows, rank)}, notes
+
+    def _init_adapter(self, r: int = 8, alpha: float = None, mode: str = 'dense',
+                      path: str = 'auto', dropout: float = 0.0, lora_conv_form: str = 'peft',
+                      strict_ranks: bool = False, **unused) -> None:
+        self._setup_common(mode, path, dropout)
+        shapes, self.rank_notes = self.parameter_shapes(self, self.name, r, mode, lora_conv_form,
+                                                        strict_ranks)
+        self.lora_conv_form = lora_conv_form
+        self.ranks = (shapes['lora_A'][0], )
+        self.scaling = float(alpha if alpha is not None else r) / self.ranks[0]
+        factory = dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))
+        self.lora_A = nn.Parameter(torch.empty(shapes['lora_A'], **factory))
+        self.lora_B = nn.Parameter(torch.zeros(shapes['lora_B'], **factory))
+        nn.init.kaiming_uniform_(self.lora_A.view(self.ranks[0], -1), a=math.sqrt(5))
+        if self.path == 'factorised' and not self.supports_factorised:
+            raise ValueError(f'{self.name}: the reshape form of LoRA exists only as a merged '
+                             f'weight; use path="merged" or "auto"')
+
+    @property
+    def supports_factorised(self) -> bool:
+        if getattr(self, 'lora_conv_form', 'peft') == 'reshape' and self.is_conv:
+            return False
+        return super().supports_factorised
+
+    def delta_weight(self) -> Tensor:
+        """``scaling * B A`` laid out as the update (base weight's shape, or dense)."""
+        product = self.lora_B @ self.lora_A.reshape(self.ranks[0], -1)
+        return (self.scaling * product).reshape(self.update_shape)
+
+    def _branch(self, x: Tensor) -> Tensor:
+        """A conv with the base kernel (in -> r), then a 1x1 (r -> out)."""
+        reduced = self._conv(x, self.lora_A, None, 1)
+        return self._pointwise(reduced, self.lora_B * self.scaling)
+
+    def _build_flops(self) -> float:
+        return float(self.lora_B.shape[0] * self.lora_A.numel())
+
+    def _branch_flops(self, x: Tensor) -> float:
+        outputs = self._positions(x)
+        return outputs * (self.lora_A.numel() + self.lora_B.numel())
+
+
+class LoRALinear(LoRAMixin, nn.Linear):
+    """LoRA on ``nn.Linear``."""
+    base_class = nn.Linear
+
+
+class LoRAConv1d(LoRAMixin, nn.Conv1d):
+    """LoRA on ``nn.Conv1d``."""
+    base_class = nn.Conv1d
+
+
+class LoRAConv2d(LoRAMixin, nn.Conv2d):
+    """LoRA on ``nn.Conv2d``."""
+    base_class = nn.Conv2d
+
+
+class LoRAConv3d(LoRAMixin, nn.Conv3d):
+    """LoRA on ``nn.Conv3d``."""
+    base_class = nn.Conv3d
+
+
+LORA_LAYERS = {
+    nn.Linear: LoRALinear,
+    nn.Conv1d: LoRAConv1d,
+    nn.Conv2d: LoRAConv2d,
+    nn.Conv3d: LoRAConv3d,
+}
