@@ -44,8 +44,7 @@ class DoRAMixin(LoRAMixin):
         with torch.no_grad():
             base = self.weight.to(self.lora_A.dtype)
             if not self.dense:
-                return (base + self.scaling * self.lora_B @ self.lora_A.reshape(
-                    self.ranks[0], -1).reshape(self.update_shape)).flatten(1).norm(dim=1)
+                return (base + LoRAMixin.delta_weight(self)).flatten(1).norm(dim=1)
             rank, groups = self.ranks[0], self.n_groups
             a_flat = self.lora_A.reshape(rank, -1)
             b_scaled = self.lora_B * self.scaling

@@ -77,8 +77,8 @@ class FLoRAMixin(AdapterLayer):
                       mode: str = 'dense', path: str = 'auto', dropout: float = 0.0,
                       strict_ranks: bool = False, **unused) -> None:
         self._setup_common(mode, path, dropout)
-        shapes, self.rank_notes = self.parameter_shapes(self, self.name, r, r_kernel, mode,
-                                                        strict_ranks)
+        shapes, self.rank_notes = self.parameter_shapes(
+            self, self.name, r=r, r_kernel=r_kernel, mode=mode, strict_ranks=strict_ranks)
         self.ranks = shapes['core']
         self.scale = float(scale)
         factory = dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))

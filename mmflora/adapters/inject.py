@@ -89,7 +89,7 @@ def select_modules(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, n
     """
     layer_method = is_layer_method(config.method)
     candidates = []
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):
         if isinstance(module, AdapterLayer):
             raise ValueError(f'{name}: already carries a {module.method} adapter; inject once '
                              f'(merge_and_unload first to adapt a merged model again)')

@@ -62,8 +62,9 @@ class LoRAMixin(AdapterLayer):
                       path: str = 'auto', dropout: float = 0.0, lora_conv_form: str = 'peft',
                       strict_ranks: bool = False, **unused) -> None:
         self._setup_common(mode, path, dropout)
-        shapes, self.rank_notes = self.parameter_shapes(self, self.name, r, mode, lora_conv_form,
-                                                        strict_ranks)
+        shapes, self.rank_notes = self.parameter_shapes(
+            self, self.name, r=r, mode=mode, lora_conv_form=lora_conv_form,
+            strict_ranks=strict_ranks)
         self.lora_conv_form = lora_conv_form
         self.ranks = (shapes['lora_A'][0], )
         self.scaling = float(alpha if alpha is not None else r) / self.ranks[0]
