@@ -17,6 +17,7 @@ import math
 from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import AdapterLayer, adapter_dtype, resolve_ranks
@@ -97,14 +98,13 @@ class FLoRAMixin(AdapterLayer):
     def _branch(self, x: Tensor) -> Tensor:
         """Apply the update without materialising it: in -> r_in, core (as a kernel), r_out -> out."""
         out_factor, in_factor, *kernel_factors = self.factors
-        reduced = self._pointwise(x, in_factor.t())
+        if not self.is_conv:  # fold the small core into the down projection: two matmuls
+            return F.linear(F.linear(x, (self.core * self.scale) @ in_factor.t()), out_factor)
         kernel = self.core * self.scale
         for n, factor in enumerate(kernel_factors, start=2):
             kernel = mode_product(kernel, factor, n)
-        if self.is_conv:
-            mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
-        else:
-            mixed = self._pointwise(reduced, kernel)
+        reduced = self._pointwise(x, in_factor.t())
+        mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
         return self._pointwise(mixed, out_factor)
 
     def _build_flops(self) -> float:

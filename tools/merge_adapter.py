@@ -1,0 +1,110 @@
+"""Fold a trained adapter into its backbone and write a plain checkpoint for deployment.
+
+    python tools/merge_adapter.py CONFIG CHECKPOINT --out merged.pth
+
+CONFIG is the training config (its backbone is FLoRAConvNeXtV2), CHECKPOINT either an mmengine
+checkpoint (full or slim, see AdapterCheckpointHook) or an adapter file (``*.safetensors``).
+Where the checkpoint lacks base weights they come from the config's Pretrained ``init_cfg``
+(``--base-checkpoint`` points it elsewhere). The output loads with ``strict=True`` into the
+same config with the backbone type ``ConvNeXtV2`` and no ``adapter`` key (the tool builds that
+model, loads the result and compares the backbone outputs before writing): no adapter code runs
+at inference.
+
+Adapters on depthwise convs in ``mode='dense'`` (the form that reproduces the paper's budgets)
+span all channels and cannot be folded into a depthwise kernel; such checkpoints are refused
+with the list of layers. Train with ``mode='structured'`` for a mergeable model, or deploy the
+FLoRA config itself (in eval mode every mergeable layer runs its cached merged weight).
+"""
+import argparse
+import copy
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import DictAction
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmflora.adapters import iter_adapter_layers, load_adapters, merge_and_unload  # noqa: E402
+from mmflora.apis import build_model_from_config, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Merge a trained adapter into a plain model')
+    parser.add_argument('config', help='the training config (FLoRAConvNeXtV2 backbone)')
+    parser.add_argument('checkpoint', help='mmengine checkpoint (.pth) or adapter file '
+                        '(.safetensors)')
+    parser.add_argument('--out', required=True, help='where to write the plain checkpoint')
+    parser.add_argument('--base-checkpoint', help='pretrained backbone weights, when the '
+                        "checkpoint has no base weights and the config's init_cfg is not it")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--atol', type=float, default=1e-4,
+                        help='largest backbone output difference accepted in the check')
+    return parser.parse_args(argv)
+
+
+def plain_model_config(model_cfg):
+    """The model config with the backbone turned into a plain ``ConvNeXtV2``."""
+    plain = copy.deepcopy(model_cfg)
+    plain.backbone.type = 'ConvNeXtV2'
+    plain.backbone.pop('adapter', None)
+    plain.backbone.pop('init_cfg', None)
+    return plain
+
+
+def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
+    """Load a full or slim mmengine checkpoint, or an adapter file, into ``model``."""
+    if checkpoint.endswith('.safetensors'):
+        model.init_weights()  # the base: the adapter file holds only the trained tensors
+        load_adapters(model, checkpoint)
+        return
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = state.get('state_dict', state)
+    expected = model.state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ValueError(f'{checkpoint} has keys this config does not build: {unexpected[:10]}')
+    if set(expected) - set(state):  # slim checkpoint: frozen base weights come from init_cfg
+        model.init_weights()
+    model.load_state_dict(state, strict=False)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    if args.base_checkpoint:
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.base_checkpoint)
+    print(f'[1/4] building {args.config}', flush=True)
+    model = build_model_from_config(cfg).eval()
+    print(f'[2/4] loading {args.checkpoint}', flush=True)
+    load_trained_weights(model, args.checkpoint)
+    dense = [name for name, layer in iter_adapter_layers(model.backbone) if layer.dense]
+    if dense:
+        raise SystemExit(
+            f'{len(dense)} adapters are dense branches on depthwise convs ({dense[:3]} ...): '
+            f'they cannot be folded into a depthwise kernel. Train with '
+            f"model.backbone.adapter.mode='structured' for a mergeable model, or deploy the "
+            f'FLoRA config itself.')
+    probe = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.backbone(probe)
+    print('[3/4] merging adapters into the base weights', flush=True)
+    merge_and_unload(model.backbone)
+    plain = build_model_from_config(
+        cfg.__class__(dict(model=plain_model_config(cfg.model),
+                           default_scope=cfg.get('default_scope')))).eval()
+    plain.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        got = plain.backbone(probe)
+    error = max((a - b).abs().max().item() for a, b in zip(expected, got))
+    print(f'[4/4] plain backbone vs adapted backbone: max |difference| = {error:.2e}', flush=True)
+    if error > args.atol:
+        raise SystemExit(f'the merged model differs by {error:.2e} > --atol {args.atol}')
+    torch.save(dict(state_dict=plain.state_dict(),
+                    meta=dict(merged_from=args.checkpoint, config=args.config)), args.out)
+    print(f'wrote {args.out}: load it with the config whose backbone is '
+          f"type='ConvNeXtV2' (no adapter key)")
+
+
+if __name__ == '__main__':
+    main()
