@@ -1,0 +1,18 @@
+"""OpenMMLab glue: the ConvNeXt-V2 backbone and its FLoRA variant.
+
+Importing this package registers ``ConvNeXtV2`` and ``FLoRAConvNeXtV2`` in
+mmengine's root ``MODELS`` registry, where the mmdet, mmseg and mmrotate
+registries find them. Configs import it with
+``custom_imports=dict(imports=['mmflora.models'])``.
+"""
+from .checkpoint_formats import (FORMATS, convert_to_backbone, detect_format,
+                                 export_state_dict, load_checkpoint_file,
+                                 unwrap_state_dict)
+from .convnextv2 import ConvNeXtV2
+from .flora_convnextv2 import FLoRAConvNeXtV2
+
+__all__ = [
+    'ConvNeXtV2', 'FLoRAConvNeXtV2', 'FORMATS', 'convert_to_backbone',
+    'detect_format', 'export_state_dict', 'load_checkpoint_file',
+    'unwrap_state_dict'
+]

@@ -1,0 +1,140 @@
+"""ConvNeXt-V2 with adapters built in: one backbone for every row of the paper's Table 1.
+
+Adapters are injected in ``__init__``, so they exist before mmengine builds the
+optimizer and wraps the model in DDP, and they keep the base layers' parameter
+names, so ``init_cfg=dict(type='Pretrained', ...)`` loads a plain ConvNeXt-V2
+checkpoint into the adapted model.
+"""
+import logging
+from typing import Dict, List, Optional, Set
+
+import torch
+from mmengine.logging import print_log
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from ..adapters import METHODS, inject_adapters, iter_adapter_layers
+from .convnextv2 import ConvNeXtV2
+
+# Module names of the MLP's pointwise nn.Linear layers (fc1, fc2) in every block.
+POINTWISE_PATTERN = r'\.mlp\.fc[12]$'
+
+
+@MODELS.register_module()
+class FLoRAConvNeXtV2(ConvNeXtV2):
+    """:class:`ConvNeXtV2` whose conv (and pointwise) layers carry adapters.
+
+    By default every ``nn.Conv2d`` (the stem's patch conv, the three 2x2
+    downsampling convs, every 7x7 depthwise conv) and every pointwise
+    ``nn.Linear`` (``mlp.fc1``/``mlp.fc2``) gets an adapter of ``method``. The
+    base is frozen; adapter tensors, the output norms ``norm{i}`` and the
+    parameters matched by ``adapter['trainable']`` train. ``frozen_stages``
+    freezes adapters in those stages too.
+
+    Args:
+        adapter: Options of :func:`mmflora.adapters.inject_adapters` plus:
+
+            - ``method``: ``'flora'`` (default), ``'lora'``, ``'dora'``,
+              ``'bitfit'``, ``'full'`` or ``'none'``.
+            - ``pointwise`` (bool): Adapt the pointwise Linear layers too.
+              Defaults to True. With ``pointwise=False`` only the convs are
+              adapted (for BitFit: only non-pointwise biases train); it
+              cannot be combined with explicit ``targets``.
+            - ``train_output_norms`` (bool): Keep ``norm{i}`` trainable.
+              Defaults to True.
+
+            The rest go to the core: ``r`` (channel rank), ``r_kernel``
+            (kernel-mode rank, 2 in the paper), ``scale`` (FLoRA's s, 4.0 on
+            ConvNeXt-V2-L in the paper), ``alpha`` (LoRA/DoRA), ``mode``
+            (``'dense'`` or ``'structured'`` for the depthwise convs),
+            ``path``, ``dropout``, ``targets``, ``exclude``,
+            ``rank_pattern``, ``trainable`` (regexes of parameter names).
+            Defaults to None: FLoRA with the core's defaults.
+        **kwargs: Arguments of :class:`ConvNeXtV2` (``arch``,
+            ``out_indices``, ``drop_path_rate``, ``frozen_stages``,
+            ``with_cp``, ``init_cfg``, ...).
+
+    Attributes:
+        injection_report (InjectionReport): What was adapted, with counts.
+    """
+
+    def __init__(self, adapter: Optional[dict] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        options = dict(adapter or {})
+        method = options.pop('method', 'flora')
+        if method not in METHODS:
+            raise ValueError(
+                f'FLoRAConvNeXtV2 adapter.method={method!r} is unknown; use '
+                f'one of {METHODS}.')
+        pointwise = options.pop('pointwise', True)
+        trainable = list(options.pop('trainable', None) or [])
+        if options.pop('train_output_norms', True):
+            trainable.append(self.output_norm_pattern)
+        if not pointwise:
+            if options.get('targets') is not None:
+                raise ValueError(
+                    'FLoRAConvNeXtV2 got adapter.pointwise=False together '
+                    f'with targets={options["targets"]}; pointwise=False only '
+                    'narrows the default targets. List the layers in '
+                    '`targets` (e.g. ["Conv2d"]) and drop `pointwise`.')
+            options['exclude'] = list(options.get('exclude') or []) + [
+                POINTWISE_PATTERN
+            ]
+        self.adapter_method = method
+        self.injection_report = inject_adapters(
+            self, method=method, trainable=trainable, **options)
+        self._freeze_stages()
+        print_log(
+            f'FLoRAConvNeXtV2 injected {method} adapters '
+            f'(pointwise={pointwise}):\n{self.injection_report}',
+            logger='current')
+
+    def _adapter_tensors(self) -> Dict[str, Tensor]:
+        """Every adapter tensor by full parameter name."""
+        return {
+            f'{name}.{key}': param
+            for name, layer in iter_adapter_layers(self)
+            for key, param in layer.adapter_parameters().items()
+        }
+
+    def _checkpoint_state_keys(self) -> Set[str]:
+        """Base tensors only: adapters are never in a ConvNeXt-V2 checkpoint."""
+        return super()._checkpoint_state_keys() - set(self._adapter_tensors())
+
+    def init_weights(self) -> None:
+        """Initialise / load the base weights and leave the adapters at init.
+
+        Whatever ``init_cfg`` does to the base layers (a ``TruncNormal`` on
+        ``Linear`` also matches adapter layers, which subclass it), adapter
+        tensors are restored to their construction values afterwards, so a
+        zero FLoRA core or LoRA ``B`` stays zero and the backbone starts
+        exactly at the loaded base. DoRA's magnitude depends on the base
+        weight, so it is recomputed from the loaded weight.
+        """
+        initial = {k: v.detach().clone()
+                   for k, v in self._adapter_tensors().items()}
+        super().init_weights()
+        with torch.no_grad():
+            for key, param in self._adapter_tensors().items():
+                param.copy_(initial[key])
+            refreshed = self._match_base_dependent_adapters()
+        if refreshed:
+            print_log(
+                f'FLoRAConvNeXtV2 re-derived {len(refreshed)} DoRA magnitudes '
+                'from the loaded base weights.',
+                logger='current',
+                level=logging.DEBUG)
+
+    def _match_base_dependent_adapters(self) -> List[str]:
+        """Set each DoRA magnitude to the column norm of ``W0 + s*dW``.
+
+        DoRA's magnitude is taken from the base weight at injection, which
+        happens before pretrained weights load; this puts the layer back at
+        ``W' = W0 + s*dW`` (= ``W0`` while ``B`` is zero) for the new base.
+        """
+        refreshed = []
+        for name, layer in iter_adapter_layers(self):
+            if hasattr(layer, 'magnitude') and hasattr(layer, 'weight_norm'):
+                layer.magnitude.copy_(layer.weight_norm())
+                refreshed.append(name)
+        return refreshed
