@@ -4,6 +4,15 @@
 #   bash tools/setup_env.sh            # CPU machine, or a GPU machine with nvcc for CUDA mmcv ops
 #   PIP_FIND_LINKS=../shared/wheels bash tools/setup_env.sh   # reuse a prebuilt mmcv wheel
 #
+# Environment variables:
+#   MMFLORA_VENV        where the virtual environment goes (default: <checkout>/.venv)
+#   PYTHON              interpreter that creates it (default: python3.11)
+#   PIP_FIND_LINKS      folders of extra wheels; ../shared/wheels is added when it exists
+#   MMFLORA_BUILD_MMCV  auto (default): a prebuilt mmcv wheel when pip finds one, else a source build;
+#                       wheel: a prebuilt wheel or fail; source: always compile mmcv from source
+#   MAX_JOBS            parallel compile jobs for the source build (default: all cores)
+#   FORCE_CUDA=1        compile mmcv's CUDA ops (set automatically when nvcc and a GPU are present)
+#
 # Idempotent: a second run only checks what is there (seconds). Every step is named, and the
 # script stops at the first failing one with that name.
 set -euo pipefail
@@ -12,6 +21,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMFLORA_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
 MMCV_VERSION=2.1.0
+MMENGINE_VERSION=0.10.7
+MMCV_BUILD="${MMFLORA_BUILD_MMCV:-auto}"
+case "$MMCV_BUILD" in
+  auto|wheel|source) ;;
+  *) echo "[setup] MMFLORA_BUILD_MMCV='$MMCV_BUILD' is not one of auto, wheel, source" >&2; exit 2 ;;
+esac
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 
@@ -19,14 +34,22 @@ STEP="start"
 trap 'echo "[setup] FAILED at step: $STEP" >&2' ERR
 step() { STEP="$1"; echo "[setup] $(date +%H:%M:%S) $1"; }
 
-# A shared folder of prebuilt wheels is used when present (CI passes ../shared/wheels).
-if [ -z "${PIP_FIND_LINKS:-}" ] && [ -d "$ROOT/../shared/wheels" ]; then
-  export PIP_FIND_LINKS="$ROOT/../shared/wheels"
-fi
-if [ -n "${PIP_FIND_LINKS:-}" ]; then
-  # pip.conf may already name a find-links folder; keep both.
-  conf_links="$(pip config get global.find-links 2>/dev/null || true)"
-  [ -n "$conf_links" ] && export PIP_FIND_LINKS="$PIP_FIND_LINKS $conf_links"
+# Folders of extra wheels: those in PIP_FIND_LINKS (relative ones made absolute), those pip.conf
+# names (an exported PIP_FIND_LINKS would otherwise hide them) and ../shared/wheels when it exists
+# (CI passes it; it holds a prebuilt mmcv). Each folder is listed once.
+find_links=()
+add_links() {
+  local link
+  for link in "$@"; do
+    [ -d "$link" ] && link="$(cd "$link" && pwd)"
+    [[ " ${find_links[*]-} " == *" $link "* ]] || find_links+=("$link")
+  done
+}
+# shellcheck disable=SC2086  # both are space-separated lists
+add_links ${PIP_FIND_LINKS:-} $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true)
+[ -d "$ROOT/../shared/wheels" ] && add_links "$ROOT/../shared/wheels"
+if [ "${#find_links[@]}" -gt 0 ]; then
+  export PIP_FIND_LINKS="${find_links[*]}"
   echo "[setup] extra wheels from: $PIP_FIND_LINKS"
 fi
 
@@ -55,32 +78,54 @@ EOF
 }
 
 build_mmcv_from_source() {
-  local src
+  local src log started
   src="$(mktemp -d)"
+  log="$src/build.log"
+  started=$(date +%s)
   # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools dropped; torch 2.14 asks
   # for setuptools>=77 at run time, so the old one is only kept for this build and replaced after.
   "${PIP[@]}" install -q 'setuptools<70'
   echo "[setup] building mmcv $MMCV_VERSION from source in $src (tens of minutes on 2 cores)"
-  "${PIP[@]}" download -q --no-deps --no-binary=:all: "mmcv==$MMCV_VERSION" -d "$src"
+  # (No build isolation here either: pip prepares the sdist's metadata, which runs its setup.py.)
+  "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary=:all: "mmcv==$MMCV_VERSION" -d "$src"
   tar -xzf "$src/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
   # torch >= 2.10 headers refuse C++17; mmcv's setup.py hard-codes it.
   sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/mmcv-$MMCV_VERSION/setup.py"
   grep -q "c++20" "$src/mmcv-$MMCV_VERSION/setup.py"
-  if command -v nvcc >/dev/null 2>&1 && "$PY" -c "import torch,sys; sys.exit(not torch.cuda.is_available())"; then
-    echo "[setup] CUDA found: building mmcv with CUDA ops"
+  if [ "${FORCE_CUDA:-0}" != "1" ] && command -v nvcc >/dev/null 2>&1 \
+      && "$PY" -c "import torch,sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    echo "[setup] nvcc and a CUDA device found: building mmcv with CUDA ops"
     export FORCE_CUDA=1
   fi
-  (cd "$src/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "${PIP[@]}" install -v --no-build-isolation --no-deps . 2>&1 \
-    | grep --line-buffered -E "^\[[0-9]+/[0-9]+\]|Successfully|error" || true)
+  # The full log goes to $log; ninja's [done/total] lines are echoed as progress (one per source file).
+  if ! (cd "$src/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        "${PIP[@]}" install -v --no-build-isolation --no-deps . 2>&1 \
+        | tee "$log" | sed -unE 's#^ *(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) -o .*#[setup] mmcv \1 \2#p; /^ *Successfully/p'); then
+    echo "[setup] mmcv source build failed; last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    false
+  fi
   rm -rf "$src"
   "${PIP[@]}" install -q 'setuptools>=77.0.3'
+  echo "[setup] mmcv source build took $(( ($(date +%s) - started) / 60 )) min"
 }
 
-step "mmcv $MMCV_VERSION with compiled ops"
+# mmcv's runtime dependencies (mmengine, opencv, ...) come first, so the source build, which
+# installs mmcv alone, can be checked right away.
+step "mmengine $MMENGINE_VERSION"
+if ! "$PY" -c "import mmengine, sys; sys.exit(mmengine.__version__ != '$MMENGINE_VERSION')" 2>/dev/null; then
+  "${PIP[@]}" install -q "mmengine==$MMENGINE_VERSION" packaging Pillow
+fi
+
+step "mmcv $MMCV_VERSION with compiled ops (MMFLORA_BUILD_MMCV=$MMCV_BUILD)"
 if ! mmcv_ok; then
-  if "${PIP[@]}" install --only-binary=mmcv "mmcv==$MMCV_VERSION" 2>/dev/null; then
+  if [ "$MMCV_BUILD" != source ] \
+      && "${PIP[@]}" install -q --only-binary=mmcv "mmcv==$MMCV_VERSION" 2>/dev/null; then
     echo "[setup] mmcv from a prebuilt wheel"
+  elif [ "$MMCV_BUILD" = wheel ]; then
+    echo "[setup] MMFLORA_BUILD_MMCV=wheel but pip found no mmcv $MMCV_VERSION wheel;" \
+         "point PIP_FIND_LINKS at the folder that holds it" >&2
+    false
   else
     build_mmcv_from_source
   fi

@@ -191,6 +191,13 @@ class AdapterLayer:
         """Multiply-adds of ``_branch(x)``."""
         raise NotImplementedError
 
+    def sync_with_base(self) -> None:
+        """Re-derive adapter tensors that depend on the base weight, after it was replaced.
+
+        Call it when new base weights were loaded after injection (pretrained init). Most
+        adapters depend on nothing in the base; DoRA's magnitude does.
+        """
+
     def adapter_parameters(self) -> Dict[str, nn.Parameter]:
         """The adapter's own Parameters, by name relative to this layer."""
         return {

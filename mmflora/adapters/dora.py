@@ -39,6 +39,11 @@ class DoRAMixin(LoRAMixin):
             norm = self.weight.to(self.lora_A.dtype).flatten(1).norm(dim=1)
         self.magnitude = nn.Parameter(norm)
 
+    def sync_with_base(self) -> None:
+        """Set the magnitude to the channel norms of W0 + s*dW, so W' = W0 + s*dW again."""
+        with torch.no_grad():
+            self.magnitude.copy_(self.weight_norm())
+
     def weight_norm(self) -> Tensor:
         """Norm of each output channel of ``W0 + scaling * B A`` (detached)."""
         with torch.no_grad():

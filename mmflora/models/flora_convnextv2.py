@@ -134,7 +134,7 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
         """
         refreshed = []
         for name, layer in iter_adapter_layers(self):
-            if hasattr(layer, 'magnitude') and hasattr(layer, 'weight_norm'):
-                layer.magnitude.copy_(layer.weight_norm())
+            if layer.method == 'dora':
+                layer.sync_with_base()
                 refreshed.append(name)
         return refreshed
