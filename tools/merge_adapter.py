@@ -22,6 +22,7 @@ import sys
 
 import torch
 from mmengine.config import DictAction
+from mmengine.logging import MMLogger
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import iter_adapter_layers, load_adapters, merge_and_unload  # noqa: E402
@@ -71,6 +72,7 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    MMLogger.get_instance('merge_adapter', log_level='WARNING')  # no per-layer injection logs
     cfg = load_config(args.config, args.cfg_options)
     if args.base_checkpoint:
         cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.base_checkpoint)
