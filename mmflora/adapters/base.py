@@ -191,6 +191,16 @@ class AdapterLayer:
         """Multiply-adds of ``_branch(x)``."""
         raise NotImplementedError
 
+    def base_weight(self) -> Tensor:
+        """W0 in the shape of ``delta_weight()`` (block-diagonal dense in dense mode).
+
+        While merged, this is the kept copy of the original weight, not the merged one.
+        """
+        weight = self._merged_backup if self.merged else self.weight
+        if self.dense and weight.shape != self.dense_weight_shape:
+            weight = self._expand_to_dense(weight)
+        return weight
+
     def sync_with_base(self) -> None:
         """Re-derive adapter tensors that depend on the base weight, after it was replaced.
 

@@ -1,0 +1,14 @@
+"""OpenMMLab glue for training adapted models: mmengine hooks.
+
+Configs pull it in with ``custom_imports=dict(imports=['mmflora.engine'])``; importing it
+registers :class:`FLoRAHook`, :class:`AdapterCheckpointHook` and
+:class:`DeltaWeightStatsHook` and applies :func:`mmflora.compat.apply_compat_shims` (mmengine
+checkpoints load under torch's ``weights_only=True`` default, which ``--resume`` needs).
+"""
+from mmflora.compat import apply_compat_shims
+
+apply_compat_shims()
+
+from .hooks import AdapterCheckpointHook, DeltaWeightStatsHook, FLoRAHook  # noqa: E402
+
+__all__ = ['FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook']

@@ -1,0 +1,14 @@
+"""mmengine hooks for adapted models: injection, adapter checkpoints, dW statistics.
+
+Each hook is registered in mmengine's root ``HOOKS`` registry, which the mmdet, mmseg and
+mmrotate registries fall back to, so ``custom_hooks=[dict(type='FLoRAHook', ...)]`` resolves
+under any of their default scopes.
+"""
+from .adapter_checkpoint_hook import ADAPTER_SUFFIX, AdapterCheckpointHook, adapter_path_for
+from .dw_stats_hook import DeltaWeightStatsHook, amplification_factor, matricise
+from .flora_hook import FLoRAHook
+
+__all__ = [
+    'FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook', 'adapter_path_for',
+    'ADAPTER_SUFFIX', 'amplification_factor', 'matricise'
+]

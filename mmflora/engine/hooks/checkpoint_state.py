@@ -1,0 +1,185 @@
+"""What an mmengine checkpoint of an adapted model holds, and how one without its frozen base loads.
+
+An adapted model has two kinds of tensors: the trained ones (adapter tensors, whatever the
+``trainable`` patterns kept trainable, and every buffer) and the frozen base weights, which
+training never changes. A *slim* checkpoint keeps only the first kind; its
+``meta['mmflora']`` entry says so. Loading one puts the frozen weights back from where they
+came from in the first place: the model's ``init_cfg=dict(type='Pretrained', ...)``.
+
+These helpers are shared by :class:`~mmflora.engine.hooks.FLoRAHook` and
+:class:`~mmflora.engine.hooks.AdapterCheckpointHook`; they hold no tensor math.
+"""
+import logging
+import re
+from typing import Dict, Iterable, List, Set
+
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from mmflora.adapters import adapter_state_dict
+
+#: Key of the mmflora entry in ``checkpoint['meta']``.
+META_KEY = 'mmflora'
+#: Version of the slim checkpoint layout.
+SLIM_FORMAT = 'mmflora.slim_checkpoint.v1'
+#: mmengine strips this from checkpoint keys when loading (``Runner.load_checkpoint``).
+_WRAPPER_PREFIX = re.compile(r'^module\.')
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside an mmengine/DDP wrapper (the model itself when unwrapped)."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def trained_state_names(model: nn.Module) -> Set[str]:
+    """Names of the state-dict entries that training changes and every checkpoint must hold.
+
+    These are the trainable parameters (adapters and ``trainable`` matches) and the buffers of
+    the modules they belong to, as in an adapter file.
+    """
+    return set(adapter_state_dict(model))
+
+
+def frozen_parameter_names(model: nn.Module) -> List[str]:
+    """State-dict names of the parameters with ``requires_grad=False``, tied names included."""
+    return [name for name, tensor in model.state_dict(keep_vars=True).items()
+            if isinstance(tensor, nn.Parameter) and not tensor.requires_grad]
+
+
+def checkpoint_names(state_dict: Dict) -> Set[str]:
+    """The keys of a checkpoint's state dict as mmengine will load them ('module.' stripped)."""
+    return {_WRAPPER_PREFIX.sub('', key) for key in state_dict}
+
+
+def slim_info(checkpoint: Dict) -> Dict:
+    """The slim-checkpoint entry of ``checkpoint`` (empty for a full checkpoint)."""
+    meta = checkpoint.get('meta') or {}
+    info = meta.get(META_KEY) or {}
+    return info if info.get('format') == SLIM_FORMAT else {}
+
+
+def drop_frozen_parameters(model: nn.Module, checkpoint: Dict) -> int:
+    """Remove the frozen base weights of ``model`` from ``checkpoint['state_dict']`` in place.
+
+    Buffers stay (BatchNorm statistics of a frozen module in train mode still change), and so
+    does every trainable parameter. ``checkpoint['meta']['mmflora']`` records the layout.
+
+    Args:
+        model (nn.Module): The unwrapped model the checkpoint was taken from.
+        checkpoint (dict): An mmengine checkpoint about to be written.
+
+    Returns:
+        int: Number of elements removed.
+    """
+    state = checkpoint['state_dict']
+    removed = 0
+    names = frozen_parameter_names(model)
+    for name in names:
+        tensor = state.pop(name, None)
+        if tensor is not None:
+            removed += tensor.numel()
+    checkpoint.setdefault('meta', {})[META_KEY] = dict(
+        format=SLIM_FORMAT, dropped_parameters=len(names), dropped_elements=removed)
+    return removed
+
+
+def pretrained_init_modules(model: nn.Module) -> List[str]:
+    """Names of the modules whose ``init_cfg`` has a ``Pretrained`` entry ('' for the root)."""
+    found = []
+    for name, module in model.named_modules():
+        init_cfg = getattr(module, 'init_cfg', None)
+        cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+        if any(isinstance(cfg, dict) and cfg.get('type') in ('Pretrained', 'PretrainedInit')
+               for cfg in cfgs):
+            found.append(name)
+    return found
+
+
+def ensure_base_weights(model: nn.Module, reason: str, base_from: str = 'init_cfg') -> None:
+    """Make sure the frozen base of ``model`` holds its pretrained weights.
+
+    ``Runner.train`` calls ``model.init_weights()`` (where ``Pretrained`` init configs load)
+    before any checkpoint; ``Runner.val``/``Runner.test`` never do, because a full checkpoint
+    restores everything. When the base must come from the init config instead (a slim
+    checkpoint, or an adapter file applied on a pretrained base), this runs that step.
+
+    Args:
+        model (nn.Module): The unwrapped model.
+        reason (str): Why the base is needed, for messages.
+        base_from (str): 'init_cfg': the base must come from a ``Pretrained`` init config,
+            which is run here if it has not been yet. 'model': the model built its base weights
+            itself (timm ``pretrained=True``, say) and is trusted as it is.
+
+    Raises:
+        ValueError: ``base_from`` is unknown, or is 'init_cfg' and the model has no
+            ``Pretrained`` init config (its frozen weights would stay random).
+    """
+    if base_from == 'model':
+        return
+    if base_from != 'init_cfg':
+        raise ValueError(f"base_from must be 'init_cfg' or 'model', got {base_from!r}")
+    if not pretrained_init_modules(model):
+        raise ValueError(
+            f'{reason}, so the frozen base weights of {type(model).__name__} must come from its '
+            f"init_cfg, but no module has init_cfg=dict(type='Pretrained', ...): they would "
+            f'stay randomly initialised. Give the backbone a Pretrained init_cfg, load a full '
+            f"checkpoint (save_frozen=True), or set base_from='model' if the model loads its "
+            f'own weights when built.')
+    if not getattr(model, 'is_init', True) and hasattr(model, 'init_weights'):
+        print_log(f'{reason}: running init_weights() to load the pretrained base',
+                  logger='current', level=logging.INFO)
+        model.init_weights()
+
+
+def complete_slim_checkpoint(model: nn.Module, checkpoint: Dict, resuming: bool,
+                             base_from: str = 'init_cfg') -> int:
+    """Fill the frozen weights a slim checkpoint left out from the model's pretrained base.
+
+    Called from ``after_load_checkpoint``, before mmengine copies the state dict into the
+    model, so the load is complete (no missing keys) and exact for every trained tensor.
+
+    Args:
+        model (nn.Module): The unwrapped model being loaded.
+        checkpoint (dict): The checkpoint as read; its state dict is completed in place.
+        resuming (bool): Whether this load resumes training (for messages).
+        base_from (str): See :func:`ensure_base_weights`.
+
+    Returns:
+        int: Number of state-dict entries filled in (0 for a full checkpoint).
+
+    Raises:
+        ValueError: The checkpoint lacks a trained tensor of the model (an adapter key), or the
+            base weights have no source.
+    """
+    info = slim_info(checkpoint)
+    if not info or info.get('completed'):
+        return 0
+    state = checkpoint['state_dict']
+    present = checkpoint_names(state)
+    missing = sorted(trained_state_names(model) - present)
+    if missing:
+        raise ValueError(
+            f'this checkpoint stores only trained tensors, but {len(missing)} of the model are '
+            f'not in it: {_preview(missing)}. It was saved from a model adapted differently; '
+            f'inject with the configuration it was trained with.')
+    ensure_base_weights(model, 'the checkpoint was saved without frozen weights '
+                        f'(save_frozen=False){" and training resumes" if resuming else ""}',
+                        base_from)
+    current = model.state_dict()
+    filled = 0
+    for name in frozen_parameter_names(model):
+        if name not in present:
+            state[name] = current[name]
+            filled += 1
+    info['completed'] = True
+    print_log(f'slim checkpoint: {filled} frozen tensors taken from the pretrained base, '
+              f'{len(present)} trained tensors and buffers from the checkpoint',
+              logger='current', level=logging.INFO)
+    return filled
+
+
+def _preview(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    more = f' ... and {len(names) - limit} more' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more

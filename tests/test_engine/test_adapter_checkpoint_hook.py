@@ -1,0 +1,151 @@
+"""AdapterCheckpointHook: adapter files beside checkpoints; slim checkpoints that still load."""
+import os
+import os.path as osp
+
+import torch
+from mmengine.testing import RunnerTestCase
+from safetensors.torch import load_file
+
+import mmflora.engine  # noqa: F401
+from mmflora.adapters import read_adapter_metadata
+from mmflora.engine import AdapterCheckpointHook
+from mmflora.engine.hooks import adapter_path_for
+from .toys import base_checkpoint, runner_cfg
+
+FLORA = dict(type='FLoRAHook', method='flora', r=2, exclude=['head'], trainable=['head'])
+SNAPSHOT = dict(type='MMFloraSnapshotHook')
+FROZEN = [f'{m}.{k}' for m in ('stem', 'conv_dw', 'fc1', 'fc2') for k in ('weight', 'bias')]
+
+
+def unwrapped(runner):
+    return runner.model.module if hasattr(runner.model, 'module') else runner.model
+
+
+class TestAdapterCheckpointHook(RunnerTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.base_path = osp.join(self.temp_dir.name, 'base.pth')
+        self.base = base_checkpoint(self.base_path)
+        self.pretrained_model = dict(type='MMFloraToyConvNet',
+                                     init_cfg=dict(type='Pretrained', checkpoint=self.base_path))
+
+    def path(self, name):
+        return osp.join(self.temp_dir.name, name)
+
+    def run_training(self, hooks, **kwargs):
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
+        runner.train()
+        return runner
+
+    def test_adapter_file_is_written_beside_each_checkpoint_with_its_tensors(self):
+        self.run_training([FLORA, dict(type='AdapterCheckpointHook')], max_iters=4,
+                          checkpoint_interval=2)
+        for step in (2, 4):
+            checkpoint = torch.load(self.path(f'iter_{step}.pth'), map_location='cpu')
+            adapters = load_file(self.path(f'iter_{step}.adapter.safetensors'))
+            self.assertEqual(set(adapters), {k for k in checkpoint['state_dict']
+                                             if k not in FROZEN})
+            for name, value in adapters.items():
+                self.assertTrue(torch.equal(value, checkpoint['state_dict'][name]), name)
+            metadata = read_adapter_metadata(self.path(f'iter_{step}.adapter.safetensors'))
+            self.assertEqual((metadata['iter'], metadata['checkpoint']), (step, f'iter_{step}.pth'))
+            self.assertEqual(metadata['config']['method'], 'flora')
+        with open(self.path('last_adapter_checkpoint')) as f:
+            self.assertEqual(f.read(), self.path('iter_4.adapter.safetensors'))
+
+    def test_adapter_files_go_when_their_checkpoints_are_deleted(self):
+        checkpoint = dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=2)
+        self.run_training([FLORA, dict(type='AdapterCheckpointHook')], max_iters=4,
+                          default_hooks=dict(checkpoint=checkpoint))
+        files = sorted(f for f in os.listdir(self.temp_dir.name) if f.startswith('iter_'))
+        self.assertEqual(files, ['iter_3.adapter.safetensors', 'iter_3.pth',
+                                 'iter_4.adapter.safetensors', 'iter_4.pth'])
+
+    def test_best_checkpoint_gets_its_adapter_file(self):
+        checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False,
+                          save_best='accuracy', rule='greater')
+        self.run_training([FLORA, dict(type='AdapterCheckpointHook')], max_iters=2,
+                          default_hooks=dict(checkpoint=checkpoint),
+                          train_cfg=dict(by_epoch=False, max_iters=2, val_interval=2))
+        self.assertTrue(osp.exists(self.path('best_accuracy_iter_2.pth')))
+        best = load_file(self.path('best_accuracy_iter_2.adapter.safetensors'))
+        regular = load_file(self.path('iter_2.adapter.safetensors'))
+        for name, value in regular.items():
+            self.assertTrue(torch.equal(best[name], value), name)
+
+    def test_slim_checkpoint_leaves_out_exactly_the_frozen_weights(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        self.run_training([FLORA, slim], max_iters=2, checkpoint_interval=2,
+                          model=self.pretrained_model)
+        state = torch.load(self.path('iter_2.pth'), map_location='cpu')
+        self.assertFalse(set(FROZEN) & set(state['state_dict']))
+        self.assertIn('fc1.core', state['state_dict'])
+        self.assertIn('head.weight', state['state_dict'])
+        self.assertEqual(state['meta']['mmflora']['dropped_parameters'], len(FROZEN))
+
+    def test_slim_checkpoint_resumes_exactly_with_the_base_from_init_cfg(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        adam = dict(type='Adam', lr=0.01)
+        full = self.run_training([FLORA, slim, SNAPSHOT], max_iters=4, checkpoint_interval=2,
+                                 optimizer=adam, model=self.pretrained_model)
+        final = {k: v.clone() for k, v in unwrapped(full).state_dict().items()}
+        saved = torch.load(self.path('iter_2.pth'), map_location='cpu')
+
+        resumed = self.run_training([FLORA, slim, SNAPSHOT], max_iters=4, checkpoint_interval=2,
+                                    optimizer=adam, model=self.pretrained_model, resume=True,
+                                    load_from=self.path('iter_2.pth'))
+        for name, value in resumed.adapters_at_start.items():
+            self.assertTrue(torch.equal(value, saved['state_dict'][name]), name)
+        model = unwrapped(resumed)
+        for name in FROZEN:
+            self.assertTrue(torch.equal(model.state_dict()[name], self.base[name]), name)
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(value, final[name], rtol=0, atol=1e-7, msg=name)
+
+    def test_slim_checkpoint_missing_an_adapter_tensor_is_an_error(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        self.run_training([FLORA, slim], max_iters=2, checkpoint_interval=2,
+                          model=self.pretrained_model)
+        checkpoint = torch.load(self.path('iter_2.pth'), map_location='cpu')
+        del checkpoint['state_dict']['fc1.core']
+        torch.save(checkpoint, self.path('broken.pth'))
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA, slim], max_iters=4,
+                                              model=self.pretrained_model, resume=True,
+                                              load_from=self.path('broken.pth')))
+        with self.assertRaisesRegex(ValueError, 'fc1.core'):
+            runner.train()
+
+    def test_slim_checkpoint_tests_on_the_pretrained_base(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        trained = self.run_training([FLORA, slim], max_iters=3, checkpoint_interval=3,
+                                    model=self.pretrained_model)
+        expected = trained.test()
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA, slim],
+                                              model=self.pretrained_model,
+                                              load_from=self.path('iter_3.pth')))
+        self.assertEqual(runner.test(), expected)
+
+    def test_slim_checkpoint_without_a_pretrained_init_cfg_is_refused(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        self.run_training([FLORA, slim], max_iters=2, checkpoint_interval=2)
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA, slim],
+                                              load_from=self.path('iter_2.pth')))
+        with self.assertRaisesRegex(ValueError, 'would stay randomly initialised'):
+            runner.test()
+
+    def test_slim_checkpoint_without_the_hook_to_restore_it_is_refused(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        self.run_training([FLORA, slim], max_iters=2, checkpoint_interval=2,
+                          model=self.pretrained_model)
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA],
+                                              model=self.pretrained_model,
+                                              load_from=self.path('iter_2.pth')))
+        with self.assertRaisesRegex(RuntimeError, "add dict\\(type='AdapterCheckpointHook'\\)"):
+            runner.test()
+
+    def test_adapter_path_sits_beside_the_checkpoint(self):
+        self.assertEqual(adapter_path_for('/w/iter_100.pth'), '/w/iter_100.adapter.safetensors')
+        self.assertEqual(adapter_path_for('/w/epoch_1'), '/w/epoch_1.adapter.safetensors')
+        with self.assertRaisesRegex(ValueError, "base_from must be 'init_cfg' or 'model'"):
+            AdapterCheckpointHook(base_from='checkpoint')
