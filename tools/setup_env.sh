@@ -8,10 +8,12 @@
 #   MMFLORA_VENV        where the virtual environment goes (default: <checkout>/.venv)
 #   PYTHON              interpreter that creates it (default: python3.11)
 #   PIP_FIND_LINKS      folders of extra wheels; ../shared/wheels is added when it exists
-#   MMFLORA_BUILD_MMCV  auto (default): a prebuilt mmcv wheel when pip finds one, else a source build;
-#                       wheel: a prebuilt wheel or fail; source: always compile mmcv from source
+#   MMFLORA_BUILD_MMCV  auto (default): a prebuilt mmcv wheel when pip finds a usable one, else a
+#                       source build; wheel: a prebuilt wheel or fail; source: always compile mmcv
 #   MAX_JOBS            parallel compile jobs for the source build (default: all cores)
-#   FORCE_CUDA=1        compile mmcv's CUDA ops (set automatically when nvcc and a GPU are present)
+#   FORCE_CUDA=1        require and compile mmcv's CUDA ops; without it they are required when
+#                       nvcc is on PATH and torch sees a GPU, and left out otherwise
+#   TORCH_CUDA_ARCH_LIST  GPU architectures to compile for, e.g. "8.0;9.0" (default: the GPU seen)
 #
 # Idempotent: a second run only checks what is there (seconds). Every step is named, and the
 # script stops at the first failing one with that name.
@@ -20,15 +22,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMFLORA_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
-MMCV_VERSION=2.1.0
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
 MMENGINE_VERSION=0.10.7
+MMCV_VERSION=2.1.0
 MMCV_BUILD="${MMFLORA_BUILD_MMCV:-auto}"
 case "$MMCV_BUILD" in
   auto|wheel|source) ;;
-  *) echo "[setup] MMFLORA_BUILD_MMCV='$MMCV_BUILD' is not one of auto, wheel, source" >&2; exit 2 ;;
+  *) echo "[setup] MMFLORA_BUILD_MMCV='$MMCV_BUILD' is not one of: auto, wheel, source" >&2; exit 2 ;;
 esac
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
 
 STEP="start"
 trap 'echo "[setup] FAILED at step: $STEP" >&2' ERR
@@ -45,7 +47,7 @@ add_links() {
     [[ " ${find_links[*]-} " == *" $link "* ]] || find_links+=("$link")
   done
 }
-# shellcheck disable=SC2086  # both are space-separated lists
+# shellcheck disable=SC2046,SC2086  # both are space-separated lists
 add_links ${PIP_FIND_LINKS:-} $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true)
 [ -d "$ROOT/../shared/wheels" ] && add_links "$ROOT/../shared/wheels"
 if [ "${#find_links[@]}" -gt 0 ]; then
@@ -68,12 +70,25 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(torch.__version__.split(
   "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
+# mmcv's CUDA ops are wanted when asked for, or when nvcc can build them for a GPU torch sees.
+WANT_CUDA=0
+if [ "${FORCE_CUDA:-0}" = "1" ]; then
+  WANT_CUDA=1
+elif command -v nvcc >/dev/null 2>&1 \
+    && "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+  WANT_CUDA=1
+fi
+
+# True when mmcv $MMCV_VERSION imports with its compiled ops (with CUDA ops when they are wanted).
 mmcv_ok() {
-  "$PY" - <<'EOF' 2>/dev/null
+  "$PY" - "$MMCV_VERSION" "$WANT_CUDA" <<'EOF' 2>/dev/null
 import sys
 import mmcv
-from mmcv.ops import nms  # noqa: F401  (fails when the compiled ops are missing)
-sys.exit(mmcv.__version__ != '2.1.0')
+from mmcv.ops import get_compiling_cuda_version, nms  # noqa: F401  (fail without compiled ops)
+ok = mmcv.__version__ == sys.argv[1]
+if sys.argv[2] == '1':
+    ok = ok and get_compiling_cuda_version() != 'not available'
+sys.exit(not ok)
 EOF
 }
 
@@ -86,20 +101,19 @@ build_mmcv_from_source() {
   # for setuptools>=77 at run time, so the old one is only kept for this build and replaced after.
   "${PIP[@]}" install -q 'setuptools<70'
   echo "[setup] building mmcv $MMCV_VERSION from source in $src (tens of minutes on 2 cores)"
-  # (No build isolation here either: pip prepares the sdist's metadata, which runs its setup.py.)
+  # No build isolation here either: pip prepares the sdist's metadata, which runs its setup.py.
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary=:all: "mmcv==$MMCV_VERSION" -d "$src"
   tar -xzf "$src/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
   # torch >= 2.10 headers refuse C++17; mmcv's setup.py hard-codes it.
   sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/mmcv-$MMCV_VERSION/setup.py"
   grep -q "c++20" "$src/mmcv-$MMCV_VERSION/setup.py"
-  if [ "${FORCE_CUDA:-0}" != "1" ] && command -v nvcc >/dev/null 2>&1 \
-      && "$PY" -c "import torch,sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
-    echo "[setup] nvcc and a CUDA device found: building mmcv with CUDA ops"
+  if [ "$WANT_CUDA" = 1 ]; then
+    echo "[setup] compiling mmcv with CUDA ops (nvcc: $(command -v nvcc || echo 'not on PATH'))"
     export FORCE_CUDA=1
   fi
-  # The full log goes to $log; ninja's [done/total] lines are echoed as progress (one per source file).
+  # The full log goes to $log; ninja's [done/total] lines are echoed as progress (one a file).
   if ! (cd "$src/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-        "${PIP[@]}" install -v --no-build-isolation --no-deps . 2>&1 \
+        "${PIP[@]}" install -v --no-build-isolation --no-deps --force-reinstall . 2>&1 \
         | tee "$log" | sed -unE 's#^ *(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) -o .*#[setup] mmcv \1 \2#p; /^ *Successfully/p'); then
     echo "[setup] mmcv source build failed; last lines of $log:" >&2
     tail -n 40 "$log" >&2
@@ -110,33 +124,41 @@ build_mmcv_from_source() {
   echo "[setup] mmcv source build took $(( ($(date +%s) - started) / 60 )) min"
 }
 
-# mmcv's runtime dependencies (mmengine, opencv, ...) come first, so the source build, which
-# installs mmcv alone, can be checked right away.
+# mmcv's runtime dependencies (mmengine, opencv, ...) come first, so that an mmcv built from
+# source, which is installed alone, can be checked right away.
 step "mmengine $MMENGINE_VERSION"
 if ! "$PY" -c "import mmengine, sys; sys.exit(mmengine.__version__ != '$MMENGINE_VERSION')" 2>/dev/null; then
   "${PIP[@]}" install -q "mmengine==$MMENGINE_VERSION" packaging Pillow
 fi
 
-step "mmcv $MMCV_VERSION with compiled ops (MMFLORA_BUILD_MMCV=$MMCV_BUILD)"
+step "mmcv $MMCV_VERSION with compiled ops (MMFLORA_BUILD_MMCV=$MMCV_BUILD, CUDA ops: $WANT_CUDA)"
 if ! mmcv_ok; then
   if [ "$MMCV_BUILD" != source ] \
-      && "${PIP[@]}" install -q --only-binary=mmcv "mmcv==$MMCV_VERSION" 2>/dev/null; then
+      && "${PIP[@]}" install -q --only-binary=mmcv "mmcv==$MMCV_VERSION" 2>/dev/null && mmcv_ok; then
     echo "[setup] mmcv from a prebuilt wheel"
   elif [ "$MMCV_BUILD" = wheel ]; then
-    echo "[setup] MMFLORA_BUILD_MMCV=wheel but pip found no mmcv $MMCV_VERSION wheel;" \
-         "point PIP_FIND_LINKS at the folder that holds it" >&2
+    echo "[setup] MMFLORA_BUILD_MMCV=wheel but pip found no usable mmcv $MMCV_VERSION wheel" \
+         "(none, or one without CUDA ops while they are wanted); point PIP_FIND_LINKS at the" \
+         "folder that holds it, or use MMFLORA_BUILD_MMCV=source" >&2
     false
   else
     build_mmcv_from_source
   fi
-  mmcv_ok || { echo "[setup] mmcv $MMCV_VERSION installed but mmcv.ops does not import" >&2; false; }
+  mmcv_ok || { echo "[setup] mmcv $MMCV_VERSION installed but mmcv.ops does not import" \
+                    "(or lacks the CUDA ops wanted)" >&2; false; }
 fi
 
-step "mmflora and the OpenMMLab stack (mmengine, mmdet, mmseg, mmrotate, timm) + test tools"
+step "mmflora and the OpenMMLab stack (mmdet, mmseg, mmrotate, timm) + test tools"
 "${PIP[@]}" install -q -e "$ROOT[tests,bench]"
 
 step "check the stack imports together"
-"$PY" -c "import mmflora, mmcv.ops, mmdet, mmseg, mmrotate, timm; print('[setup] mmflora', mmflora.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__, '| mmrotate', mmrotate.__version__, '| timm', timm.__version__)"
+"$PY" - <<'EOF'
+import mmcv, mmcv.ops, mmdet, mmrotate, mmseg, timm, torch
+import mmflora
+print('[setup] mmflora', mmflora.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__,
+      f'(CUDA ops: {mmcv.ops.get_compiling_cuda_version()})', '| mmdet', mmdet.__version__,
+      '| mmseg', mmseg.__version__, '| mmrotate', mmrotate.__version__, '| timm', timm.__version__)
+EOF
 
 STEP="done"
 echo "[setup] done. Activate with: source $VENV/bin/activate"
