@@ -287,6 +287,8 @@ class AdapterLayer:
     def forward(self, x: Tensor) -> Tensor:
         if self._merged_backup is not None:  # s*dW already lives in self.weight
             return self._conv(x, self.weight, self.bias, self.groups_of_weight)
+        if torch.is_grad_enabled():  # training: free the weight an eval forward cached
+            self._cached_weight = self._cache_key = None
         if self.choose_path(x) == 'merged':
             groups = 1 if self.dense else self.n_groups
             return self._conv(x, self.merged_weight(), self.bias, groups)
