@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AdapterLayer, adapter_dtype, resolve_ranks
+from .base import CONV_FUNCTIONS, AdapterLayer, adapter_dtype, resolve_ranks
 from .tucker import mode_product, tucker_to_tensor
 
 Rank = Union[int, Sequence[int]]
@@ -100,12 +100,54 @@ class FLoRAMixin(AdapterLayer):
         out_factor, in_factor, *kernel_factors = self.factors
         if not self.is_conv:  # fold the small core into the down projection: two matmuls
             return F.linear(F.linear(x, (self.core * self.scale) @ in_factor.t()), out_factor)
-        kernel = self.core * self.scale
-        for n, factor in enumerate(kernel_factors, start=2):
-            kernel = mode_product(kernel, factor, n)
         reduced = self._pointwise(x, in_factor.t())
-        mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
+        if self._separable_flops(x) < self._full_kernel_flops(x):
+            mixed = self._separable_kernel_conv(reduced)
+        else:
+            kernel = self.core * self.scale
+            for n, factor in enumerate(kernel_factors, start=2):
+                kernel = mode_product(kernel, factor, n)
+            mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
         return self._pointwise(mixed, out_factor)
+
+    def _separable_kernel_conv(self, reduced: Tensor) -> Tensor:
+        """The core conv as one 1-D depthwise conv per kernel mode, then the core as a 1x1.
+
+        The kernel ``core x_2 A_2 x_3 A_3 ...`` is a sum of separable filters: each reduced
+        channel is filtered along kernel mode n by each column of ``A_n`` (a grouped 1-D conv
+        that multiplies the channels by r_n), and the core then mixes (in, a_2, a_3, ...) into
+        the out rank. Each 1-D conv carries its own mode's stride, dilation and padding.
+        """
+        dims = len(self.kernel_size)
+        conv = CONV_FUNCTIONS[self.base_class]
+        padding = self.padding
+        if self.padding_mode != 'zeros':
+            reduced = F.pad(reduced, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = (0, ) * dims
+        channels = reduced.shape[1]
+        for mode, factor in enumerate(self.factors[2:]):
+            size, rank = factor.shape
+            along = [1] * dims
+            along[mode] = size
+            weight = factor.t().repeat(channels, 1).reshape(channels * rank, 1, *along)
+            stride, dilation, pad = [1] * dims, [1] * dims, [0] * dims
+            stride[mode], dilation[mode] = self.stride[mode], self.dilation[mode]
+            pad[mode] = 0 if isinstance(padding, str) else padding[mode]
+            reduced = conv(reduced, weight, None, stride, padding if isinstance(padding, str)
+                           else pad, dilation, channels)
+            channels *= rank
+        return self._pointwise(reduced, (self.core * self.scale).reshape(self.ranks[0], -1))
+
+    def _full_kernel_flops(self, x: Tensor) -> float:
+        return self._positions(x) * math.prod(self.ranks[:2]) * math.prod(self.update_shape[2:])
+
+    def _separable_flops(self, x: Tensor) -> float:
+        inputs = x.numel() / self.in_channels_total
+        channels, flops = self.ranks[1], 0.0
+        for size, rank in zip(self.update_shape[2:], self.ranks[2:]):
+            channels *= rank
+            flops += inputs * channels * size
+        return flops + self._positions(x) * self.ranks[0] * channels
 
     def _build_flops(self) -> float:
         shape, flops = list(self.ranks), 0.0
@@ -116,10 +158,11 @@ class FLoRAMixin(AdapterLayer):
 
     def _branch_flops(self, x: Tensor) -> float:
         rank_out, rank_in = self.ranks[:2]
-        kernel = math.prod(self.update_shape[2:])
         inputs = x.numel() / self.in_channels_total
         outputs = self._positions(x)
-        return (inputs * self.in_channels_total * rank_in + outputs * rank_out * rank_in * kernel +
+        kernel = min(self._full_kernel_flops(x), self._separable_flops(x)) if self.is_conv else (
+            outputs * rank_out * rank_in)
+        return (inputs * self.in_channels_total * rank_in + kernel +
                 outputs * rank_out * self.out_channels_total)
 
 

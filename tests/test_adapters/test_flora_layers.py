@@ -203,3 +203,27 @@ def test_factor_init_is_gaussian_with_inverse_sqrt_mode_size_std():
     inject_adapters(model, 'flora', r=64)
     out_factor = model[0].factors[0]
     assert abs(out_factor.std().item() - 4096 ** -0.5) < 0.05 * 4096 ** -0.5
+
+
+GROUPED = ('groups2', 'groups8', 'depthwise', 'depthwise_reflect_stride2')
+FACTORISED_CONV_CASES = [(name, mode) for name, mode in CASES
+                         if name != 'linear' and not (name in GROUPED and mode == 'structured')]
+
+
+@pytest.mark.parametrize('name,mode', FACTORISED_CONV_CASES)
+@pytest.mark.parametrize('kernel_form', ['separable', 'full'])
+def test_factorised_kernel_as_separable_1d_convs_or_full_kernel_gives_the_same_output(
+        name, mode, kernel_form, monkeypatch):
+    torch.manual_seed(0)
+    plain = LAYERS[name]().double()
+    model = nn.Sequential(copy.deepcopy(plain))
+    inject_adapters(model, 'flora', r=3, r_kernel=2, mode=mode)
+    randomise_adapters(model)
+    (_, layer), = iter_adapter_layers(model)
+    layer.path = 'factorised'
+    forced = float('inf') if kernel_form == 'separable' else 0.0
+    monkeypatch.setattr(type(layer), '_full_kernel_flops', lambda self, x: forced)
+    monkeypatch.setattr(type(layer), '_separable_flops', lambda self, x: 1.0)
+    x = make_input(plain).double()
+    expected = reference_output(plain, layer.delta_weight().detach(), layer.dense, x)
+    assert torch.allclose(model(x), expected, rtol=1e-10, atol=1e-10)
