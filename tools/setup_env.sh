@@ -99,6 +99,7 @@ build_mmcv_from_source() {
   started=$(date +%s)
   # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools dropped; torch 2.14 asks
   # for setuptools>=77 at run time, so the old one is only kept for this build and replaced after.
+  echo "[setup] setuptools<70 for the build (pip warns that torch wants >=77; it is put back after)"
   "${PIP[@]}" install -q 'setuptools<70'
   echo "[setup] building mmcv $MMCV_VERSION from source in $src (tens of minutes on 2 cores)"
   # No build isolation here either: pip prepares the sdist's metadata, which runs its setup.py.
