@@ -1,0 +1,4 @@
+# Table 1 baseline BitFit: only the backbone's biases train (plus output norms, neck, heads).
+_base_ = '../flora/upernet_convnextv2_l_ade20k.py'
+
+model = dict(backbone=dict(adapter=dict(_delete_=True, method='bitfit')))

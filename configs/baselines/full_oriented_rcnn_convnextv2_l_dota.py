@@ -1,0 +1,4 @@
+# Table 1 baseline "full fine-tuning": every backbone weight trains (same schedule).
+_base_ = '../flora/oriented_rcnn_convnextv2_l_dota.py'
+
+model = dict(backbone=dict(adapter=dict(_delete_=True, method='full')))

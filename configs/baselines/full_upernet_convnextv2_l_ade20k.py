@@ -1,0 +1,4 @@
+# Table 1 baseline "full fine-tuning": every backbone weight trains (same schedule).
+_base_ = '../flora/upernet_convnextv2_l_ade20k.py'
+
+model = dict(backbone=dict(adapter=dict(_delete_=True, method='full')))

@@ -1,0 +1,4 @@
+# FLoRA at Table 1's 25.7M budget: r = 74 (r3 = 2, s = 4 as in Table 9).
+_base_ = './maskrcnn_convnextv2_l_coco.py'
+
+model = dict(backbone=dict(adapter=dict(r=74)))

@@ -1,0 +1,76 @@
+"""Evaluate a checkpoint of an mmflora config on its test set.
+
+Works for MMDetection, MMRotate and MMSegmentation configs alike (the config's
+``default_scope`` decides)::
+
+    python tools/test.py configs/flora/maskrcnn_convnextv2_l_coco.py work_dirs/x/epoch_12.pth
+    python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis/
+    bash tools/dist_test.sh CONFIG CKPT 8
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+from train import build_runner, load_config  # tools/ is on sys.path when run as a script
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the metrics file and logs go '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='save images painted with predictions here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. key=value a.b=1 "c=[1,2]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out {args.out}: predictions are dumped as a pickle; use a .pkl name')
+    return args
+
+
+def enable_visualization(cfg, show_dir: str) -> None:
+    """Turn the config's visualization hook on and point it at ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError('--show-dir needs default_hooks.visualization in the config '
+                           '(DetVisualizationHook or SegVisualizationHook)')
+    hook['draw'] = True
+    if hook['type'].split('.')[-1] == 'SegVisualizationHook':
+        # The segmentation hook writes through the visualizer's save_dir.
+        cfg.visualizer['save_dir'] = show_dir
+    else:
+        hook['test_out_dir'] = show_dir
+
+
+def dump_metric(cfg, out: str):
+    """A metric that stores every prediction in ``out`` (detection masks RLE-encoded)."""
+    if cfg.get('default_scope') in ('mmdet', 'mmrotate'):
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args)
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+
+    runner = build_runner(cfg)
+    if args.out is not None:
+        runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
