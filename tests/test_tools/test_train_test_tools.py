@@ -47,7 +47,8 @@ def load_ckpt(path):
 
 def test_train_py_with_pytorch_launcher_runs_two_cpu_processes_over_gloo(demo_data, tmp_path):
     # UperNet's SyncBN has no CPU kernel: train.py must also swap it for BN here.
-    cfg = small_run_config('ade', demo_data, tmp_path / 'work', batch_size=1)
+    # 2 images a process: the pyramid pooling's 1x1 BatchNorm needs more than one value.
+    cfg = small_run_config('ade', demo_data, tmp_path / 'work', batch_size=2)
     config = dump_config(cfg, tmp_path / 'ade_small.py')
     out = run_tool(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                     str(TOOLS / 'train.py'), config, '--launcher', 'pytorch'])
