@@ -54,7 +54,7 @@ def save_untrained_checkpoint(config: str, path: str) -> None:
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import save_checkpoint, set_random_seed
 
-    from train import register_scope_modules
+    from mmflora.apis import register_scope_modules
 
     cfg = Config.fromfile(config)
     register_scope_modules(cfg)

@@ -12,7 +12,6 @@ One entry point for MMDetection, MMRotate and MMSegmentation configs: the config
 Without CUDA, distributed runs (``--launcher pytorch``) use the gloo backend on CPU.
 """
 import argparse
-import importlib
 import os
 import os.path as osp
 
@@ -21,9 +20,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-# Scopes whose modules must be registered before the runner builds anything. MMRotate
-# configs name MMDetection modules (``mmdet.FPN``), so it brings mmdet along.
-SCOPE_DEPENDENCIES = dict(mmdet=('mmdet', ), mmseg=('mmseg', ), mmrotate=('mmdet', 'mmrotate'))
+from mmflora.apis import register_scope_modules
 
 
 def parse_args(argv=None):
@@ -49,17 +46,6 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def register_scope_modules(cfg: Config) -> None:
-    """Register the modules of the toolkit named by ``cfg.default_scope``.
-
-    MMDetection and MMSegmentation registries find their modules lazily, MMRotate's
-    do not; registering explicitly treats all three the same and keeps logs quiet.
-    """
-    scope = cfg.get('default_scope')
-    for package in SCOPE_DEPENDENCIES.get(scope, ()):
-        importlib.import_module(f'{package}.utils').register_all_modules(init_default_scope=False)
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
