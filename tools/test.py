@@ -12,7 +12,8 @@ import os
 
 from mmengine.config import DictAction
 
-from train import build_runner, load_config  # tools/ is on sys.path when run as a script
+# tools/ is on sys.path when run as a script.
+from train import build_runner, close_distributed, load_config
 
 
 def parse_args(argv=None):
@@ -44,8 +45,10 @@ def enable_visualization(cfg, show_dir: str) -> None:
                            '(DetVisualizationHook or SegVisualizationHook)')
     hook['draw'] = True
     if hook['type'].split('.')[-1] == 'SegVisualizationHook':
-        # The segmentation hook writes through the visualizer's save_dir.
+        # The segmentation hook writes through the visualizer's save_dir, and only every
+        # `interval` images: paint them all.
         cfg.visualizer['save_dir'] = show_dir
+        hook['interval'] = 1
     else:
         hook['test_out_dir'] = show_dir
 
@@ -70,6 +73,7 @@ def main(argv=None):
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     runner.test()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -111,6 +111,18 @@ def load_config(args, default_work_dir_root: str = './work_dirs') -> Config:
     return cfg
 
 
+def close_distributed() -> None:
+    """Wait for every process, then shut the process group down before Python exits.
+
+    Left open, the group's communication threads are torn down during interpreter exit;
+    with gloo on a busy machine a rank that finishes first can then abort ("terminate
+    called without an active exception") and the launcher kills the other ranks.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def build_runner(cfg: Config):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
@@ -143,6 +155,7 @@ def main(argv=None):
 
     runner = build_runner(cfg)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':
