@@ -1,9 +1,9 @@
 """Write small synthetic datasets in the COCO, ADE20K and DOTA on-disk formats.
 
-The demo configs under ``configs/demo/`` train on these. Every image is a noisy,
-smoothly shaded background with a few non-overlapping coloured shapes; a shape's
-class decides both its geometry and its hue, so a small network can learn it in a
-few hundred CPU iterations. The output is a pure function of ``--seed`` and the
+The demo configs under ``configs/demo/`` train on these. Every image is a plain,
+lightly noisy background with a few non-overlapping coloured shapes; a shape's class
+decides both its geometry and its hue, so a small network can learn it in a few
+hundred CPU iterations. The output is a pure function of ``--seed`` and the
 size options, and takes seconds to write::
 
     python tools/make_demo_data.py                      # data/demo/{coco,ade,dota}
@@ -14,7 +14,7 @@ Layouts (the same as upstream, so only ``data_root`` and ``metainfo`` change)::
     coco/annotations/instances_{train2017,val2017}.json   bbox + polygon masks
     coco/{train2017,val2017}/*.jpg
     ade/images/{training,validation}/*.jpg
-    ade/annotations/{training,validation}/*.png            0 = unlabelled, 1 = background, 2.. shapes
+    ade/annotations/{training,validation}/*.png            0 unlabelled, 1 background, 2.. shapes
     dota/{train,val}/images/*.png
     dota/{train,val}/annfiles/*.txt                        x1 y1 x2 y2 x3 y3 x4 y4 class difficulty
 """
@@ -37,19 +37,21 @@ ROTATED_CLASSES = ('bar', 'slab', 'tile')
 ROTATED_ASPECTS = ((3.0, 4.0), (1.7, 2.2), (1.0, 1.25))
 ROTATED_COLOURS = ((230, 200, 40), (40, 200, 210), (180, 60, 200))
 
+# Background grey level (RGB); shapes are drawn on it.
+BACKGROUND_GREY = 30.0
+
 # Label-map values written for the ADE-like set (ADE20K convention: 0 is "other", ignored).
 SEG_CLASSES = ('background', ) + SHAPE_CLASSES
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth colour gradient plus Gaussian pixel noise, as float RGB in [0, 255]."""
-    corners = rng.uniform(40, 170, size=(2, 2, 3))
-    ramp = np.linspace(0.0, 1.0, size)
-    wy, wx = ramp[:, None, None], ramp[None, :, None]
-    top = corners[0, 0] * (1 - wx) + corners[0, 1] * wx
-    bottom = corners[1, 0] * (1 - wx) + corners[1, 1] * wx
-    img = top * (1 - wy) + bottom * wy
-    return img + rng.normal(0.0, 12.0, size=(size, size, 3))
+    """A plain dark-grey field with light Gaussian noise, as float RGB in [0, 255].
+
+    Plain on purpose: the demo backbone is an untrained ConvNeXt, whose LayerNorms scale
+    every pixel's feature vector to the same length, so a textured background would be
+    as loud as the shapes and the R-CNN heads would not learn in a few hundred steps.
+    """
+    return BACKGROUND_GREY + rng.normal(0.0, 3.0, size=(size, size, 3))
 
 
 def jitter_colour(rng: np.random.Generator, base) -> np.ndarray:
@@ -109,7 +111,7 @@ def render(img: np.ndarray, poly: np.ndarray, colour: np.ndarray) -> np.ndarray:
 
 def finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Add sensor noise over the whole image and convert RGB float -> BGR uint8 for cv2."""
-    img = img + rng.normal(0.0, 6.0, size=img.shape)
+    img = img + rng.normal(0.0, 2.0, size=img.shape)
     return cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
 
 
@@ -128,7 +130,8 @@ def shape_scene(rng: np.random.Generator, size: int):
 def make_coco(out_dir: str, rng: np.random.Generator, splits: dict, size: int) -> None:
     """COCO instances: ``annotations/instances_<split>.json`` and ``<split>/*.jpg``."""
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
-    categories = [dict(id=i + 1, name=n, supercategory='shape') for i, n in enumerate(SHAPE_CLASSES)]
+    categories = [dict(id=i + 1, name=n, supercategory='shape')
+                  for i, n in enumerate(SHAPE_CLASSES)]
     ann_id = 1
     for split, num in splits.items():
         split_dir = f'{split}2017'

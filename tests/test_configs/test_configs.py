@@ -138,7 +138,8 @@ def test_budget_configs_change_only_the_rank(task, rank):
 ])
 def test_baseline_configs_replace_only_the_adapter(task, baseline, adapter):
     paper = Config.fromfile(str(PAPER_CONFIGS[task]))
-    cfg = Config.fromfile(str(CONFIG_DIR / 'baselines' / f'{baseline}_{PAPER_CONFIGS[task].stem}.py'))
+    name = f'{baseline}_{PAPER_CONFIGS[task].stem}.py'
+    cfg = Config.fromfile(str(CONFIG_DIR / 'baselines' / name))
     assert cfg.model.backbone.adapter == adapter
     paper.model.backbone.adapter = adapter
     assert cfg.to_dict() == paper.to_dict()
