@@ -8,9 +8,11 @@ Works for MMDetection, MMRotate and MMSegmentation configs alike (the config's
     bash tools/dist_test.sh CONFIG CKPT 8
 """
 import argparse
+import logging
 import os
 
 from mmengine.config import DictAction
+from mmengine.logging import print_log
 
 # tools/ is on sys.path when run as a script.
 from train import build_runner, close_distributed, load_config
@@ -23,7 +25,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where the metrics file and logs go '
                         '(default: ./work_dirs/<config name>)')
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
-    parser.add_argument('--show-dir', help='save images painted with predictions here')
+    parser.add_argument('--show-dir', help='save images painted with predictions here (in a '
+                        'distributed run only rank 0 paints its share: OpenMMLab visualizers '
+                        'draw on rank 0 only)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. key=value a.b=1 "c=[1,2]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -44,6 +48,10 @@ def enable_visualization(cfg, show_dir: str) -> None:
         raise RuntimeError('--show-dir needs default_hooks.visualization in the config '
                            '(DetVisualizationHook or SegVisualizationHook)')
     hook['draw'] = True
+    if cfg.launcher != 'none':
+        print_log(f'--show-dir {show_dir}: in a distributed run only rank 0 paints its images '
+                  '(OpenMMLab visualizers draw on rank 0 only); run tools/test.py in one '
+                  'process to paint every image', logger='current', level=logging.WARNING)
     if hook['type'].split('.')[-1] == 'SegVisualizationHook':
         # The segmentation hook writes through the visualizer's save_dir, and only every
         # `interval` images: paint them all.

@@ -1,4 +1,4 @@
-"""tools/train.py and tools/test.py end to end: 2-process gloo training, resume, testing.
+"""tools/train.py, test.py and the dist_*.sh launchers end to end: 2-process gloo runs, resume.
 
 Each run is a child process, as a user would start it; the configs are the paper configs
 shrunk by tests/test_configs/helpers.py and dumped to a file.
@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,13 +47,27 @@ def load_ckpt(path):
     return torch.load(path, map_location='cpu', weights_only=False)
 
 
-def test_train_py_with_pytorch_launcher_runs_two_cpu_processes_over_gloo(demo_data, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_launcher(args, timeout=300):
+    """Run a tools/dist_*.sh script with this interpreter on a free port."""
+    env = dict(ENV, PYTHON=sys.executable, PORT=str(free_port()))
+    result = subprocess.run(['bash', *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp_path):
     # UperNet's SyncBN has no CPU kernel: train.py must also swap it for BN here.
     # 2 images a process: the pyramid pooling's 1x1 BatchNorm needs more than one value.
     cfg = small_run_config('ade', demo_data, tmp_path / 'work', batch_size=2)
     config = dump_config(cfg, tmp_path / 'ade_small.py')
-    out = run_tool(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                    str(TOOLS / 'train.py'), config, '--launcher', 'pytorch'])
+    out = run_launcher([str(TOOLS / 'dist_train.sh'), config, '2'])
     assert 'Distributed launcher: pytorch' in out
     assert "dist_cfg: {'backend': 'gloo'}" in out
     assert 'GPU number: 2' in out  # mmengine's name for the world size
@@ -64,11 +79,20 @@ def test_train_py_with_pytorch_launcher_runs_two_cpu_processes_over_gloo(demo_da
         records = [json.loads(line) for line in f]
     assert any('mIoU' in r for r in records), 'validation did not report mIoU'
 
-    # The checkpoint of the 2-process run evaluates in one process; --show-dir paints
-    # every validation image (SegVisualizationHook otherwise draws one in 50).
+    # Testing in 2 processes too. --show-dir paints every image of rank 0's share (the
+    # SegVisualizationHook otherwise draws one in 50); the visualizer draws on rank 0 only.
     show_dir = tmp_path / 'show'
+    out = run_launcher([str(TOOLS / 'dist_test.sh'), config, osp.join(cfg.work_dir, 'iter_2.pth'),
+                        '2', '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show_dir)])
+    assert 'GPU number: 2' in out
+    assert 'mIoU' in out
+    assert 'only rank 0 paints' in out
+    assert len(list(show_dir.rglob('*.png'))) == 1
+
+    # In one process every validation image is painted.
+    show_dir = tmp_path / 'show_one'
     run_tool([str(TOOLS / 'test.py'), config, osp.join(cfg.work_dir, 'iter_2.pth'),
-              '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show_dir)])
+              '--work-dir', str(tmp_path / 'test_one'), '--show-dir', str(show_dir)])
     assert len(list(show_dir.rglob('*.png'))) == 2
 
 
