@@ -374,7 +374,8 @@ class AdapterLayer:
             if key in skip:
                 continue
             plain.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
-        plain._parameters = {k: v for k, v in self._parameters.items() if k in self.base_param_names}
+        plain._parameters = {k: v for k, v in self._parameters.items()
+                             if k in self.base_param_names}
         plain._modules = {}
         if self.is_conv and self.groups_of_weight != self.n_groups:
             plain.groups = self.groups_of_weight

@@ -96,7 +96,7 @@ class FLoRAMixin(AdapterLayer):
         return self.scale * tucker_to_tensor(self.core, list(self.factors))
 
     def _branch(self, x: Tensor) -> Tensor:
-        """Apply the update without materialising it: in -> r_in, core (as a kernel), r_out -> out."""
+        """Apply the update without materialising it: in -> r_in, core as a kernel, r_out -> out."""
         out_factor, in_factor, *kernel_factors = self.factors
         if not self.is_conv:  # fold the small core into the down projection: two matmuls
             return F.linear(F.linear(x, (self.core * self.scale) @ in_factor.t()), out_factor)

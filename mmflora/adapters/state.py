@@ -1,6 +1,6 @@
 """Adapter files: only the trained tensors, in safetensors, with the configuration as metadata."""
 import json
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from safetensors import safe_open
@@ -54,19 +54,32 @@ def _metadata(model: nn.Module, extra: Optional[dict]) -> Dict[str, str]:
     return metadata
 
 
-def save_adapters(model: nn.Module, path: str, extra_metadata: Optional[dict] = None) -> int:
+def save_adapters(model: nn.Module,
+                  path: str,
+                  extra_metadata: Optional[dict] = None,
+                  values: Optional[Mapping[str, Tensor]] = None) -> int:
     """Write the adapter tensors of ``model`` to a safetensors file.
 
     Args:
         model (nn.Module): An adapted model (unwrap DDP first, or names gain 'module.').
         path (str): Output file, conventionally ``*.safetensors``.
         extra_metadata (dict, optional): More metadata (values JSON-encoded unless str).
+        values (Mapping[str, Tensor], optional): Take the tensors from here (a state dict
+            holding at least every key of :func:`adapter_state_dict`, e.g. a checkpoint's
+            EMA-averaged weights) instead of from the model. Defaults to None.
 
     Returns:
         int: The number of bytes of tensor data written.
     """
-    tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in
-               adapter_state_dict(model).items()}
+    own = adapter_state_dict(model)
+    if values is not None:
+        missing = [k for k in own if k not in values]
+        if missing:
+            shapes = {k: own[k].shape for k in missing}
+            raise KeyError(f'save_adapters: `values` lacks {len(missing)} adapter tensor(s) '
+                           f'of the model: {_describe(missing, shapes)}')
+        own = {k: values[k] for k in own}
+    tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in own.items()}
     save_file(tensors, path, metadata=_metadata(model, extra_metadata))
     return sum(t.numel() * t.element_size() for t in tensors.values())
 

@@ -41,6 +41,24 @@ def test_adapter_file_holds_only_trainable_tensors(tmp_path):
     assert written == sum(t.numel() * 4 for t in state.values())
 
 
+def test_adapter_file_can_take_its_tensors_from_a_state_dict(tmp_path):
+    model = small_convnet()
+    inject_adapters(model, 'flora', r=4)
+    averaged = {k: torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
+    path = os.path.join(tmp_path, 'a.safetensors')
+    save_adapters(model, path, values=averaged)
+    fresh = small_convnet()
+    inject_adapters(fresh, 'flora', r=4)
+    load_adapters(fresh, path)
+    for name, value in adapter_state_dict(fresh).items():
+        assert torch.equal(value, averaged[name]), name
+
+    core = next(k for k in averaged if k.endswith('.core'))
+    del averaged[core]
+    with pytest.raises(KeyError, match=core.replace('.', r'\.')):
+        save_adapters(model, path, values=averaged)
+
+
 def test_adapter_file_keeps_running_stats_of_trained_norms(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     inject_adapters(model, 'flora', r=2, trainable=[r'^1\.'])

@@ -54,6 +54,31 @@ class TestAdapterCheckpointHook(RunnerTestCase):
         with open(self.path('last_adapter_checkpoint')) as f:
             self.assertEqual(f.read(), self.path('iter_4.adapter.safetensors'))
 
+    def test_with_ema_the_adapter_file_holds_the_averaged_weights_like_the_checkpoint(self):
+        # EMAHook swaps the averaged weights into checkpoint['state_dict'] (what test.py
+        # evaluates); the adapter file must hold the same, not the raw training weights.
+        self.run_training([FLORA, dict(type='EMAHook', momentum=0.5),
+                           dict(type='AdapterCheckpointHook')], max_iters=3,
+                          checkpoint_interval=3)
+        checkpoint = torch.load(self.path('iter_3.pth'), map_location='cpu')
+        adapters = load_file(self.path('iter_3.adapter.safetensors'))
+        raw = checkpoint['ema_state_dict']
+        differs = False
+        for name, value in adapters.items():
+            self.assertTrue(torch.equal(value, checkpoint['state_dict'][name]), name)
+            differs |= not torch.equal(value, raw['module.' + name])
+        self.assertTrue(differs, 'the adapter file holds the raw weights, not the averaged ones')
+
+    def test_checkpoint_without_a_trained_tensor_gets_an_adapter_file_from_the_model(self):
+        drop = dict(type='MMFloraDropFromCheckpointHook', suffix='conv_dw.core')
+        runner = self.run_training([FLORA, drop, dict(type='AdapterCheckpointHook')],
+                                   max_iters=2, checkpoint_interval=2)
+        with open(runner.logger.handlers[-1].baseFilename) as f:
+            log = f.read()
+        self.assertRegex(log, r'WARNING - AdapterCheckpointHook: .*conv_dw\.core.*current tensors')
+        adapters = load_file(self.path('iter_2.adapter.safetensors'))
+        self.assertTrue(torch.equal(adapters['conv_dw.core'], unwrapped(runner).conv_dw.core))
+
     def test_adapter_files_go_when_their_checkpoints_are_deleted(self):
         checkpoint = dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=2)
         self.run_training([FLORA, dict(type='AdapterCheckpointHook')], max_iters=4,

@@ -178,6 +178,20 @@ def file_size(path: str) -> int:
     return osp.getsize(path)
 
 
+@HOOKS.register_module(force=True)
+class MMFloraDropFromCheckpointHook(Hook):
+    """Remove the keys ending in ``suffix`` from every checkpoint's state dict as it is saved."""
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        for key in [k for k in checkpoint['state_dict'] if k.endswith(self.suffix)]:
+            del checkpoint['state_dict'][key]
+
+
 @MODELS.register_module(force=True)
 class MMFloraTimmClassifier(BaseModel):
     """A timm classifier (ConvNeXt-V2 atto by default) as an mmengine model."""

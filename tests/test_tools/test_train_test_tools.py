@@ -53,10 +53,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_launcher(args, timeout=300):
-    """Run a tools/dist_*.sh script with this interpreter on a free port."""
+def run_launcher(args, cwd, timeout=300):
+    """Run a tools/dist_*.sh script with this interpreter on a free port.
+
+    Started in ``cwd``: mmengine collects distributed CPU results through a ``.dist_test``
+    folder it makes in the working directory.
+    """
     env = dict(ENV, PYTHON=sys.executable, PORT=str(free_port()))
-    result = subprocess.run(['bash', *args], cwd=REPO, env=env, capture_output=True, text=True,
+    result = subprocess.run(['bash', *args], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
@@ -67,7 +71,7 @@ def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp
     # 2 images a process: the pyramid pooling's 1x1 BatchNorm needs more than one value.
     cfg = small_run_config('ade', demo_data, tmp_path / 'work', batch_size=2)
     config = dump_config(cfg, tmp_path / 'ade_small.py')
-    out = run_launcher([str(TOOLS / 'dist_train.sh'), config, '2'])
+    out = run_launcher([str(TOOLS / 'dist_train.sh'), config, '2'], cwd=tmp_path)
     assert 'Distributed launcher: pytorch' in out
     assert "dist_cfg: {'backend': 'gloo'}" in out
     assert 'GPU number: 2' in out  # mmengine's name for the world size
@@ -83,7 +87,8 @@ def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp
     # SegVisualizationHook otherwise draws one in 50); the visualizer draws on rank 0 only.
     show_dir = tmp_path / 'show'
     out = run_launcher([str(TOOLS / 'dist_test.sh'), config, osp.join(cfg.work_dir, 'iter_2.pth'),
-                        '2', '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show_dir)])
+                        '2', '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show_dir)],
+                       cwd=tmp_path)
     assert 'GPU number: 2' in out
     assert 'mIoU' in out
     assert 'only rank 0 paints' in out

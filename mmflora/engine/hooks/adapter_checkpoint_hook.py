@@ -11,7 +11,9 @@ mmengine 0.10.7 has no ``after_save_checkpoint`` and ``before_save_checkpoint`` 
 file name, so the hook runs after ``CheckpointHook`` (priority LOWEST) in the same
 ``after_train_iter``/``after_train_epoch``/``after_val_epoch`` and notices a new checkpoint by
 the path ``CheckpointHook`` publishes in the message hub (``last_ckpt``, ``best_ckpt*``).
-No parameter changes between the two, so file and checkpoint hold the same adapters.
+No parameter changes between the two, and the adapter file is written from the state dict the
+checkpoint was given (``before_save_checkpoint``, after every other hook), so file and
+checkpoint hold the same tensors: with ``EMAHook`` both hold the averaged weights.
 
 ``save_frozen=False`` removes the frozen base weights from the checkpoints themselves
 (``before_save_checkpoint``). Such a slim checkpoint still resumes and tests: when it is loaded
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-from torch import nn
+from torch import Tensor, nn
 
 from mmflora.adapters import save_adapters
 from .checkpoint_state import complete_slim_checkpoint, drop_frozen_parameters, unwrap
@@ -83,6 +85,8 @@ class AdapterCheckpointHook(Hook):
         self.remove_stale = remove_stale
         self._seen: Dict[str, str] = {}
         self._written: List[str] = []
+        # The state dict of the checkpoint saved last (CPU tensors, freed once written).
+        self._checkpoint_state: Optional[Dict[str, Tensor]] = None
 
     # ------------------------------------------------------------------ saving
     def before_train(self, runner) -> None:
@@ -90,7 +94,12 @@ class AdapterCheckpointHook(Hook):
         self._seen = self._published_checkpoints(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Leave the frozen base weights out of the checkpoint when ``save_frozen=False``."""
+        """Keep the checkpoint's weights for its adapter file; drop the frozen ones if asked.
+
+        Running after every other hook, this sees the state dict as it is written: with
+        ``EMAHook`` that holds the averaged weights, and so will the adapter file.
+        """
+        self._checkpoint_state = checkpoint.get('state_dict')
         if self.save_frozen:
             return
         removed = drop_frozen_parameters(unwrap(runner.model), checkpoint)
@@ -127,6 +136,7 @@ class AdapterCheckpointHook(Hook):
         published = self._published_checkpoints(runner)
         new = sorted({path for key, path in published.items() if self._seen.get(key) != path})
         self._seen = published
+        state, self._checkpoint_state = self._checkpoint_state, None
         if not self.save_adapter or not is_main_process():
             return
         model = unwrap(runner.model)
@@ -135,17 +145,25 @@ class AdapterCheckpointHook(Hook):
                 runner.logger.warning(f'AdapterCheckpointHook writes local files only; no '
                                       f'adapter file for {path}')
                 continue
-            self._write(runner, model, path, progress)
+            self._write(runner, model, path, progress, state)
         if new and self.remove_stale:
             self._remove_stale(runner)
 
-    def _write(self, runner, model: nn.Module, checkpoint_path: str, progress: dict) -> None:
+    def _write(self, runner, model: nn.Module, checkpoint_path: str, progress: dict,
+               state: Optional[Dict[str, Tensor]]) -> None:
         target = adapter_path_for(checkpoint_path)
         metadata = dict(progress, checkpoint=osp.basename(checkpoint_path))
         nested = _nested_configs(model)
         if nested:
             metadata['submodule_configs'] = nested
-        nbytes = save_adapters(model, target, extra_metadata=metadata)
+        # The checkpoint's own tensors when this hook saw it being saved (EMA-averaged under
+        # EMAHook); the model's otherwise. Both are the same weights without EMA.
+        try:
+            nbytes = save_adapters(model, target, extra_metadata=metadata, values=state)
+        except KeyError as error:  # a checkpoint written without some trained tensor
+            runner.logger.warning(f'AdapterCheckpointHook: {error}; {target} holds the '
+                                  f"model's current tensors instead")
+            nbytes = save_adapters(model, target, extra_metadata=metadata)
         self._written.append(target)
         if osp.basename(checkpoint_path).startswith('best_'):
             return
