@@ -128,6 +128,48 @@ class TestAdapterCheckpointHook(RunnerTestCase):
         for name, value in model.state_dict().items():
             torch.testing.assert_close(value, final[name], rtol=0, atol=1e-7, msg=name)
 
+    def test_slim_checkpoint_with_ema_resumes_exactly_and_stays_slim(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        ema = dict(type='EMAHook', momentum=0.5)
+        adam = dict(type='Adam', lr=0.01)
+        full = self.run_training([FLORA, ema, slim], max_iters=4, checkpoint_interval=2,
+                                 optimizer=adam, model=self.pretrained_model)
+        final_ema = {k: v.clone() for k, v in self.ema_of(full).state_dict().items()}
+        saved = torch.load(self.path('iter_2.pth'), map_location='cpu')
+        self.assertFalse({'module.' + name for name in FROZEN} & set(saved['ema_state_dict']))
+
+        resumed = self.run_training([FLORA, ema, slim], max_iters=4, checkpoint_interval=2,
+                                    optimizer=adam, model=self.pretrained_model, resume=True,
+                                    load_from=self.path('iter_2.pth'))
+        for name, value in self.ema_of(resumed).state_dict().items():
+            torch.testing.assert_close(value, final_ema[name], rtol=0, atol=1e-7, msg=name)
+
+    def test_slim_checkpoint_with_ema_tests_like_the_full_checkpoint(self):
+        slim = dict(type='AdapterCheckpointHook', save_frozen=False)
+        ema = dict(type='EMAHook', momentum=0.5)
+        self.run_training([FLORA, ema, slim], max_iters=3, checkpoint_interval=3,
+                          model=self.pretrained_model)
+        # The full checkpoint the slim one stands for: the frozen base put back by hand.
+        full = torch.load(self.path('iter_3.pth'), map_location='cpu')
+        for name in FROZEN:
+            full['state_dict'][name] = self.base[name]
+            full['ema_state_dict']['module.' + name] = self.base[name]
+        del full['meta']['mmflora']
+        torch.save(full, self.path('full.pth'))
+
+        results = {}
+        for name in ('iter_3.pth', 'full.pth'):
+            runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA, ema, slim],
+                                                  model=self.pretrained_model,
+                                                  load_from=self.path(name)))
+            results[name] = runner.test()
+        self.assertEqual(results['iter_3.pth'], results['full.pth'])
+
+    @staticmethod
+    def ema_of(runner):
+        (hook, ) = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']
+        return hook.ema_model
+
     def test_slim_checkpoint_missing_an_adapter_tensor_is_an_error(self):
         slim = dict(type='AdapterCheckpointHook', save_frozen=False)
         self.run_training([FLORA, slim], max_iters=2, checkpoint_interval=2,

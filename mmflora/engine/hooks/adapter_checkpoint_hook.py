@@ -20,7 +20,8 @@ checkpoint hold the same tensors: with ``EMAHook`` both hold the averaged weight
 (``after_load_checkpoint``, before mmengine copies it into the model) the frozen weights are
 taken from the model's pretrained base (``init_cfg=dict(type='Pretrained', ...)``, run first in
 val/test, where mmengine does not initialise the model), so the load has no missing keys; a
-missing trained tensor (an adapter key) is an error.
+missing trained tensor (an adapter key) is an error. With ``EMAHook`` the averaged copy of the
+model is slimmed and completed the same way.
 """
 import json
 import os
@@ -33,7 +34,8 @@ from mmengine.registry import HOOKS
 from torch import Tensor, nn
 
 from mmflora.adapters import save_adapters
-from .checkpoint_state import complete_slim_checkpoint, drop_frozen_parameters, unwrap
+from .checkpoint_state import (complete_slim_checkpoint, drop_frozen_parameters,
+                               restore_averaged_base, unwrap)
 
 ADAPTER_SUFFIX = '.adapter.safetensors'
 #: Written in the work dir, like mmengine's ``last_checkpoint``.
@@ -185,10 +187,21 @@ class AdapterCheckpointHook(Hook):
 
     # ------------------------------------------------------------------ loading
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Complete a slim checkpoint with the frozen weights of the pretrained base."""
-        complete_slim_checkpoint(unwrap(runner.model), checkpoint,
-                                 resuming=bool(getattr(runner, '_resume', False)),
-                                 base_from=self.base_from)
+        """Complete a slim checkpoint with the frozen weights of the pretrained base.
+
+        The averaged model of an ``EMAHook`` (which has loaded its part of the checkpoint
+        already, being of higher priority) gets the same base weights.
+        """
+        model = unwrap(runner.model)
+        filled = complete_slim_checkpoint(model, checkpoint,
+                                          resuming=bool(getattr(runner, '_resume', False)),
+                                          base_from=self.base_from)
+        if not filled:
+            return
+        for hook in runner.hooks:
+            averaged = getattr(hook, 'ema_model', None)
+            if isinstance(averaged, nn.Module) and hasattr(averaged, 'module'):
+                restore_averaged_base(model, averaged.module)
 
 
 def _nested_configs(model: nn.Module) -> Dict[str, dict]:

@@ -23,6 +23,8 @@ from mmflora.adapters import adapter_state_dict
 META_KEY = 'mmflora'
 #: Version of the slim checkpoint layout.
 SLIM_FORMAT = 'mmflora.slim_checkpoint.v1'
+#: Where mmengine's EMAHook keeps the averaged model in a checkpoint.
+EMA_KEY = 'ema_state_dict'
 #: mmengine strips this from checkpoint keys when loading (``Runner.load_checkpoint``).
 _WRAPPER_PREFIX = re.compile(r'^module\.')
 
@@ -63,7 +65,8 @@ def drop_frozen_parameters(model: nn.Module, checkpoint: Dict) -> int:
     """Remove the frozen base weights of ``model`` from ``checkpoint['state_dict']`` in place.
 
     Buffers stay (BatchNorm statistics of a frozen module in train mode still change), and so
-    does every trainable parameter. ``checkpoint['meta']['mmflora']`` records the layout.
+    does every trainable parameter. EMAHook's ``ema_state_dict`` loses the same weights (the
+    average of a frozen weight is that weight). ``checkpoint['meta']['mmflora']`` records the layout.
 
     Args:
         model (nn.Module): The unwrapped model the checkpoint was taken from.
@@ -73,12 +76,15 @@ def drop_frozen_parameters(model: nn.Module, checkpoint: Dict) -> int:
         int: Number of elements removed.
     """
     state = checkpoint['state_dict']
+    # EMAHook's copy of the model ('module.' + name), when there is one.
+    ema_state = checkpoint.get(EMA_KEY) or {}
     removed = 0
     names = frozen_parameter_names(model)
     for name in names:
         tensor = state.pop(name, None)
         if tensor is not None:
             removed += tensor.numel()
+        ema_state.pop('module.' + name, None)
     checkpoint.setdefault('meta', {})[META_KEY] = dict(
         format=SLIM_FORMAT, dropped_parameters=len(names), dropped_elements=removed)
     return removed
@@ -177,6 +183,29 @@ def complete_slim_checkpoint(model: nn.Module, checkpoint: Dict, resuming: bool,
               f'{len(present)} trained tensors and buffers from the checkpoint',
               logger='current', level=logging.INFO)
     return filled
+
+
+def restore_averaged_base(model: nn.Module, averaged: nn.Module) -> int:
+    """Copy the frozen base weights of ``model`` into its averaged copy (EMAHook's model).
+
+    EMAHook builds its copy before the pretrained base is loaded, and a slim checkpoint does
+    not carry the base, so after loading one the copy's frozen weights would stay random.
+
+    Args:
+        model (nn.Module): The unwrapped model, holding its pretrained base.
+        averaged (nn.Module): The averaged model's inner module (``ema_model.module``).
+
+    Returns:
+        int: Number of tensors copied.
+    """
+    current = model.state_dict()
+    targets = averaged.state_dict(keep_vars=True)
+    copied = 0
+    for name in frozen_parameter_names(model):
+        if name in targets:
+            targets[name].data.copy_(current[name])
+            copied += 1
+    return copied
 
 
 def _preview(names: Iterable[str], limit: int = 8) -> str:
