@@ -66,7 +66,8 @@ def drop_frozen_parameters(model: nn.Module, checkpoint: Dict) -> int:
 
     Buffers stay (BatchNorm statistics of a frozen module in train mode still change), and so
     does every trainable parameter. EMAHook's ``ema_state_dict`` loses the same weights (the
-    average of a frozen weight is that weight). ``checkpoint['meta']['mmflora']`` records the layout.
+    average of a frozen weight is that weight). ``checkpoint['meta']['mmflora']`` records the
+    layout.
 
     Args:
         model (nn.Module): The unwrapped model the checkpoint was taken from.
