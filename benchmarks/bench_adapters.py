@@ -460,14 +460,21 @@ def make_backbone(name: str) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=10)
 
 
-def backbone_builders(name: str) -> Tuple[List[Tuple[str, str, Callable]], dict]:
-    """The methods of the whole-backbone comparison, at LoRA r=8's budget."""
+def matched_flora_ranks(name: str) -> Tuple[int, int, int]:
+    """LoRA r=8's trainable budget on backbone ``name`` and the FLoRA ranks (dense and
+    structured mode) that spend the same budget."""
     probe = make_backbone(name)
     budget = planned_adapter_params(probe, 'lora', r=PAPER['lora_r'], **ADAPT)
     flora_kw = dict(r_kernel=PAPER['r_kernel'], scale=PAPER['scale'], **ADAPT)
     r_dense, _ = solve_rank(probe, 'flora', budget, mode='dense', **flora_kw)
     r_struct, _ = solve_rank(probe, 'flora', budget, mode='structured', **flora_kw)
-    del probe
+    return budget, r_dense, r_struct
+
+
+def backbone_builders(name: str) -> Tuple[List[Tuple[str, str, Callable]], dict]:
+    """The methods of the whole-backbone comparison, at LoRA r=8's budget."""
+    budget, r_dense, r_struct = matched_flora_ranks(name)
+    flora_kw = dict(r_kernel=PAPER['r_kernel'], scale=PAPER['scale'], **ADAPT)
     info = dict(budget=budget, flora_r_dense=r_dense, flora_r_structured=r_struct)
 
     def injected(method, **kwargs):
@@ -672,12 +679,8 @@ def run_breakdown(profile: dict, device: torch.device, log) -> dict:
 # ---------------------------------------------------------------------------- inference
 def run_inference(profile: dict, device: torch.device, log) -> dict:
     name, px, batch = profile['backbone'], profile['backbone_px'], profile['batch']
-    probe = make_backbone(name)
-    budget = planned_adapter_params(probe, 'lora', r=PAPER['lora_r'], **ADAPT)
+    budget, r_dense, r_struct = matched_flora_ranks(name)
     flora_kw = dict(r_kernel=PAPER['r_kernel'], scale=PAPER['scale'], **ADAPT)
-    r_dense, _ = solve_rank(probe, 'flora', budget, mode='dense', **flora_kw)
-    r_struct, _ = solve_rank(probe, 'flora', budget, mode='structured', **flora_kw)
-    del probe
 
     def flora(mode, r):
         torch.manual_seed(0)

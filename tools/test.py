@@ -9,13 +9,11 @@ Works for MMDetection, MMRotate and MMSegmentation configs alike (the config's
 """
 import argparse
 import logging
-import os
 
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 # tools/ is on sys.path when run as a script.
-from train import build_runner, close_distributed, load_config
+from train import build_runner, close_distributed, load_config, parse_common_args
 
 
 def parse_args(argv=None):
@@ -28,14 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save images painted with predictions here (in a '
                         'distributed run only rank 0 paints its share: OpenMMLab visualizers '
                         'draw on rank 0 only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. key=value a.b=1 "c=[1,2]"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    args = parse_common_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out {args.out}: predictions are dumped as a pickle; use a .pkl name')
     return args

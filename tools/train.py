@@ -35,6 +35,11 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or, with no value, from the latest '
                         'checkpoint in the work dir')
+    return parse_common_args(parser, argv)
+
+
+def parse_common_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Add the options train.py and test.py share (--cfg-options, --launcher) and parse."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. key=value a.b=1 "c=[1,2]" '
                         '(no spaces inside a value)')

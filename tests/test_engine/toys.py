@@ -23,6 +23,19 @@ NUM_CLASSES = 4
 IMAGE_SIZE = 32
 
 
+def classifier_forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+    """mmengine's forward contract for a classifier with a ``logits(inputs)`` method."""
+    if isinstance(inputs, (list, tuple)):
+        inputs = torch.stack(inputs)
+    logits = self.logits(inputs)
+    if mode == 'loss':
+        labels = torch.stack(data_samples) if isinstance(data_samples, list) else data_samples
+        return dict(loss=F.cross_entropy(logits, labels))
+    if mode == 'predict':
+        return list(logits)
+    return logits
+
+
 @MODELS.register_module(force=True)
 class MMFloraToyConvNet(BaseModel):
     """Stem conv, depthwise conv, two pointwise Linear layers and a Linear head.
@@ -62,16 +75,10 @@ class MMFloraToyConvNet(BaseModel):
         x = x.mean(dim=(2, 3))
         return x + self.fc2(F.gelu(self.fc1(x)))
 
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        if isinstance(inputs, (list, tuple)):
-            inputs = torch.stack(inputs)
-        logits = self.head(self.features(inputs))
-        if mode == 'loss':
-            labels = torch.stack(data_samples) if isinstance(data_samples, list) else data_samples
-            return dict(loss=F.cross_entropy(logits, labels))
-        if mode == 'predict':
-            return list(logits)
-        return logits
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(inputs))
+
+    forward = classifier_forward
 
 
 @DATASETS.register_module(force=True)
@@ -202,16 +209,10 @@ class MMFloraTimmClassifier(BaseModel):
         import timm
         self.net = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES)
 
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        if isinstance(inputs, (list, tuple)):
-            inputs = torch.stack(inputs)
-        logits = self.net(inputs)
-        if mode == 'loss':
-            labels = torch.stack(data_samples) if isinstance(data_samples, list) else data_samples
-            return dict(loss=F.cross_entropy(logits, labels))
-        if mode == 'predict':
-            return list(logits)
-        return logits
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+    forward = classifier_forward
 
 
 @MODELS.register_module(force=True)
