@@ -20,6 +20,7 @@ from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mmflora.adapters import iter_adapter_layers
 from .checkpoint_formats import (convert_to_backbone, load_checkpoint_file,
                                  unwrap_state_dict)
 
@@ -236,8 +237,14 @@ class ConvNeXtV2(BaseModule):
         self.load_pretrained(**cfg)
 
     def _checkpoint_state_keys(self) -> Set[str]:
-        """State-dict keys a pretrained checkpoint is expected to fill."""
-        return set(self.state_dict())
+        """State-dict keys a pretrained checkpoint is expected to fill.
+
+        Adapter tensors (injected by ``FLoRAConvNeXtV2`` or ``FLoRAHook``) are in no
+        ConvNeXt-V2 checkpoint, so they are not expected.
+        """
+        adapters = {f'{name}.{key}' for name, layer in iter_adapter_layers(self)
+                    for key in layer.adapter_parameters()}
+        return set(self.state_dict()) - adapters
 
     def load_pretrained(self,
                         checkpoint: Union[str, Mapping],

@@ -6,7 +6,7 @@ names, so ``init_cfg=dict(type='Pretrained', ...)`` loads a plain ConvNeXt-V2
 checkpoint into the adapted model.
 """
 import logging
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -96,10 +96,6 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
             for name, layer in iter_adapter_layers(self)
             for key, param in layer.adapter_parameters().items()
         }
-
-    def _checkpoint_state_keys(self) -> Set[str]:
-        """Base tensors only: adapters are never in a ConvNeXt-V2 checkpoint."""
-        return super()._checkpoint_state_keys() - set(self._adapter_tensors())
 
     def init_weights(self) -> None:
         """Initialise / load the base weights and leave the adapters at init.

@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.model import BaseModule
 
+from mmflora.adapters import inject_adapters, iter_adapter_layers
 from mmflora.models import (FORMATS, ConvNeXtV2, convert_to_backbone,
                             detect_format, export_state_dict)
 
@@ -63,6 +64,24 @@ def test_init_cfg_pretrained_loads_every_base_tensor_exactly(tmp_path, fmt):
     assert f'({fmt} format' in messages
     if carried != {'norm0', 'norm1', 'norm2', 'norm3'}:
         assert 'missing keys' in messages and 'norm0.weight' in messages
+
+
+@pytest.mark.parametrize('method', ['flora', 'lora', 'dora'])
+def test_plain_backbone_with_injected_adapters_loads_its_base(tmp_path, method):
+    # FLoRAHook injects into a plain ConvNeXtV2 before Pretrained init runs: the adapter
+    # tensors are not in any ConvNeXt checkpoint and must not count as missing trunk tensors.
+    reference = _reference()
+    path = _checkpoint_file(tmp_path, reference, 'timm')
+    model = ConvNeXtV2(arch='atto', init_cfg=dict(type='Pretrained', checkpoint=path))
+    inject_adapters(model, method, r=4)
+    with mock.patch('mmflora.models.convnextv2.print_log') as log:
+        model.init_weights()
+    adapted = {name: layer for name, layer in iter_adapter_layers(model)}
+    assert adapted
+    for name, layer in adapted.items():
+        assert torch.equal(layer.weight, reference.state_dict()[name + '.weight']), name
+    messages = ' '.join(str(c.args[0]) for c in log.call_args_list)
+    assert 'core' not in messages and 'lora_' not in messages
 
 
 @pytest.mark.parametrize('fmt', FORMATS)
