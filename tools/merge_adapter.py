@@ -5,10 +5,11 @@
 CONFIG is the training config (its backbone is FLoRAConvNeXtV2), CHECKPOINT either an mmengine
 checkpoint (full or slim, see AdapterCheckpointHook) or an adapter file (``*.safetensors``).
 Where the checkpoint lacks base weights they come from the config's Pretrained ``init_cfg``
-(``--base-checkpoint`` points it elsewhere). The output loads with ``strict=True`` into the
-same config with the backbone type ``ConvNeXtV2`` and no ``adapter`` key (the tool builds that
-model, loads the result and compares the backbone outputs before writing): no adapter code runs
-at inference.
+(``--base-checkpoint`` points it elsewhere); with neither, the tool refuses rather than merge
+onto random weights. The output loads with ``strict=True`` into the same config with the
+backbone type ``ConvNeXtV2`` and no ``adapter`` key, which the tool writes beside it
+(``merged.pth`` -> ``merged.py``; it builds that model, loads the result and compares the
+backbone outputs before writing): no adapter code runs at inference.
 
 Adapters on depthwise convs in ``mode='dense'`` (the form that reproduces the paper's budgets)
 span all channels and cannot be folded into a depthwise kernel; such checkpoints are refused
@@ -27,6 +28,7 @@ from mmengine.logging import MMLogger
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import iter_adapter_layers, load_adapters, merge_and_unload  # noqa: E402
 from mmflora.apis import build_model_from_config, load_config  # noqa: E402
+from mmflora.engine.hooks.checkpoint_state import pretrained_init_modules  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -53,10 +55,21 @@ def plain_model_config(model_cfg):
     return plain
 
 
+def require_pretrained_base(model: torch.nn.Module, checkpoint: str) -> None:
+    """Refuse to merge onto random base weights; load the pretrained base otherwise."""
+    if not pretrained_init_modules(model):
+        raise SystemExit(
+            f'{checkpoint} holds no base weights (an adapter file or a slim checkpoint) and '
+            f"the config has no init_cfg=dict(type='Pretrained', ...): the adapter would be "
+            f'merged onto random weights. Pass the pretrained backbone with '
+            f'--base-checkpoint PATH.')
+    model.init_weights()
+
+
 def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
     """Load a full or slim mmengine checkpoint, or an adapter file, into ``model``."""
     if checkpoint.endswith('.safetensors'):
-        model.init_weights()  # the base: the adapter file holds only the trained tensors
+        require_pretrained_base(model, checkpoint)
         load_adapters(model, checkpoint)
         return
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
@@ -66,7 +79,7 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
     if unexpected:
         raise ValueError(f'{checkpoint} has keys this config does not build: {unexpected[:10]}')
     if set(expected) - set(state):  # slim checkpoint: frozen base weights come from init_cfg
-        model.init_weights()
+        require_pretrained_base(model, checkpoint)
     model.load_state_dict(state, strict=False)
 
 
@@ -79,7 +92,15 @@ def main(argv=None) -> None:
     print(f'[1/4] building {args.config}', flush=True)
     model = build_model_from_config(cfg).eval()
     print(f'[2/4] loading {args.checkpoint}', flush=True)
-    load_trained_weights(model, args.checkpoint)
+    try:
+        load_trained_weights(model, args.checkpoint)
+    except (RuntimeError, ValueError) as error:  # shapes or names of another adapter setup
+        lines = str(error).strip().splitlines()
+        shown = '\n'.join(lines[:5]) + (f'\n\t... {len(lines) - 5} more' if len(lines) > 5 else '')
+        raise SystemExit(
+            f'{args.checkpoint} does not fit {args.config}: {shown}\nMerge with the config it '
+            f'was trained with: the copy mmengine wrote in the work dir '
+            f'(<work_dir>/<config name>.py), or CONFIG with the same --cfg-options.') from error
     dense = [name for name, layer in iter_adapter_layers(model.backbone) if layer.dense]
     if dense:
         raise SystemExit(
@@ -104,8 +125,19 @@ def main(argv=None) -> None:
         raise SystemExit(f'the merged model differs by {error:.2e} > --atol {args.atol}')
     torch.save(dict(state_dict=plain.state_dict(),
                     meta=dict(merged_from=args.checkpoint, config=args.config)), args.out)
-    print(f'wrote {args.out}: load it with the config whose backbone is '
-          f"type='ConvNeXtV2' (no adapter key)")
+    plain_config = write_plain_config(cfg, args.out)
+    print(f'wrote {args.out} and its config {plain_config} (backbone ConvNeXtV2, no adapter):\n'
+          f'    python tools/test.py {plain_config} {args.out}')
+
+
+def write_plain_config(cfg, out: str) -> str:
+    """Write the training config with the plain backbone beside ``out`` (``x.pth`` -> ``x.py``)."""
+    path = osp.splitext(out)[0] + '.py'
+    plain = copy.deepcopy(cfg)
+    plain.model = plain_model_config(cfg.model)
+    plain.load_from = out
+    plain.dump(path)
+    return path
 
 
 if __name__ == '__main__':

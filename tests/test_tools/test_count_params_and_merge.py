@@ -70,3 +70,66 @@ def test_merge_adapter_refuses_dense_depthwise_adapters_with_the_reason(tmp_path
     torch.save(dict(state_dict=model.state_dict()), trained)
     with pytest.raises(SystemExit, match="cannot be folded into a depthwise kernel.*structured"):
         merge_adapter.main([config, trained, '--out', osp.join(tmp_path, 'm.pth')])
+
+
+def structured_config_and_adapter_file(tmp_path):
+    """A structured-mode demo config (no Pretrained init) and a trained adapter file for it."""
+    from mmflora.adapters import iter_adapter_layers, save_adapters
+    from mmflora.apis import build_model_from_config, load_config
+    config = write_config(tmp_path, 's.py',
+                          "model = dict(backbone=dict(adapter=dict(r=4, mode='structured')))")
+    model = build_model_from_config(load_config(config)).eval()
+    with torch.no_grad():
+        for _, layer in iter_adapter_layers(model.backbone):
+            for param in layer.adapter_parameters().values():
+                param.add_(0.05)
+    adapter_file = osp.join(tmp_path, 'trained.adapter.safetensors')
+    save_adapters(model, adapter_file)
+    return config, model, adapter_file
+
+
+def test_merge_adapter_refuses_to_merge_onto_a_random_base(tmp_path):
+    # An adapter file (or slim checkpoint) holds no base weights; with no Pretrained init_cfg
+    # the base would be random and the merged model worthless.
+    import merge_adapter
+    config, _, adapter_file = structured_config_and_adapter_file(tmp_path)
+    with pytest.raises(SystemExit, match='no base weights.*--base-checkpoint'):
+        merge_adapter.main([config, adapter_file, '--out', osp.join(tmp_path, 'm.pth')])
+    assert not osp.exists(osp.join(tmp_path, 'm.pth'))
+
+
+def test_merge_adapter_takes_the_base_from_base_checkpoint_and_writes_a_plain_config(tmp_path):
+    import merge_adapter
+    from mmengine.config import Config
+    from mmflora.apis import build_model_from_config
+    from mmflora.models import ConvNeXtV2
+    config, _, adapter_file = structured_config_and_adapter_file(tmp_path)
+    torch.manual_seed(3)
+    base = ConvNeXtV2(arch='atto')
+    base_file = osp.join(tmp_path, 'atto_base.pth')
+    torch.save(base.state_dict(), base_file)
+    out = osp.join(tmp_path, 'merged.pth')
+    merge_adapter.main([config, adapter_file, '--out', out, '--base-checkpoint', base_file])
+    merged = torch.load(out, weights_only=True)['state_dict']
+    bias = 'stages.0.blocks.0.conv_dw.bias'  # a base tensor no adapter changes
+    assert torch.equal(merged['backbone.' + bias], base.state_dict()[bias])
+
+    # The config written beside the checkpoint builds the plain model it loads into.
+    plain_cfg = Config.fromfile(osp.join(tmp_path, 'merged.py'))
+    assert plain_cfg.model.backbone.type == 'ConvNeXtV2'
+    assert 'adapter' not in plain_cfg.model.backbone
+    plain = build_model_from_config(plain_cfg)
+    plain.load_state_dict(merged, strict=True)
+
+
+def test_merge_adapter_with_another_config_than_training_names_the_fix(tmp_path):
+    import merge_adapter
+    from mmflora.apis import build_model_from_config, load_config
+    config, model, _ = structured_config_and_adapter_file(tmp_path)
+    trained = osp.join(tmp_path, 'trained.pth')
+    torch.save(dict(state_dict=model.state_dict()), trained)
+    dense = write_config(tmp_path, 'd.py', "model = dict(backbone=dict(adapter=dict(r=4)))")
+    assert build_model_from_config(load_config(dense))  # the dense config itself builds
+    fix = r'(?s)size mismatch.*more\nMerge with the config it was trained with.*--cfg-options'
+    with pytest.raises(SystemExit, match=fix):
+        merge_adapter.main([dense, trained, '--out', osp.join(tmp_path, 'm.pth')])
