@@ -5,7 +5,11 @@ Works for MMDetection, MMRotate and MMSegmentation configs alike (the config's
 
     python tools/test.py configs/flora/maskrcnn_convnextv2_l_coco.py work_dirs/x/epoch_12.pth
     python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis/
+    python tools/test.py CONFIG work_dirs/x/epoch_12.adapter.safetensors   # adapters only
     bash tools/dist_test.sh CONFIG CKPT 8
+
+CKPT is an mmengine checkpoint (full, or slim with AdapterCheckpointHook in the config) or an
+adapter file; the frozen base of an adapter file comes from the config's Pretrained init_cfg.
 """
 import argparse
 import logging
@@ -19,7 +23,8 @@ from train import build_runner, close_distributed, load_config, parse_common_arg
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an adapter file '
+                        '(.safetensors) to apply on the pretrained base of the config')
     parser.add_argument('--work-dir', help='where the metrics file and logs go '
                         '(default: ./work_dirs/<config name>)')
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
@@ -52,6 +57,35 @@ def enable_visualization(cfg, show_dir: str) -> None:
         hook['test_out_dir'] = show_dir
 
 
+def is_adapter_file(path: str) -> bool:
+    return path.endswith('.safetensors')
+
+
+def route_adapter_file_to_hook(cfg, path: str) -> bool:
+    """Let the config's FLoRAHook apply the adapter file, when it has one.
+
+    The hook injects the adapters itself (in ``before_run``) and then loads the file on the
+    pretrained base; without a hook the adapters already exist when the model is built.
+    """
+    hooks = [h for h in cfg.get('custom_hooks', []) if h['type'].split('.')[-1] == 'FLoRAHook']
+    for hook in hooks:
+        hook['adapter_checkpoint'] = path
+    return bool(hooks)
+
+
+def load_adapter_file(runner, path: str) -> None:
+    """Load the pretrained base from init_cfg, then the adapter file, into the runner's model."""
+    from mmflora.adapters import iter_adapter_layers, load_adapters
+    from mmflora.engine.hooks.checkpoint_state import ensure_base_weights, unwrap
+    model = unwrap(runner.model)
+    if not any(True for _ in iter_adapter_layers(model)):
+        raise SystemExit(f'{path} is an adapter file, but the model of this config has no '
+                         'adapters: use a FLoRAConvNeXtV2 backbone or a FLoRAHook')
+    ensure_base_weights(model, f'{path} is an adapter file (trained tensors only)')
+    load_adapters(model, path)
+    runner.logger.info(f'applied the adapter file {path} on the pretrained base')
+
+
 def dump_metric(cfg, out: str):
     """A metric that stores every prediction in ``out`` (detection masks RLE-encoded)."""
     if cfg.get('default_scope') in ('mmdet', 'mmrotate'):
@@ -64,11 +98,15 @@ def dump_metric(cfg, out: str):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
-    cfg.load_from = args.checkpoint
+    adapter_file = is_adapter_file(args.checkpoint)
+    by_hook = adapter_file and route_adapter_file_to_hook(cfg, args.checkpoint)
+    cfg.load_from = None if adapter_file else args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
     runner = build_runner(cfg)
+    if adapter_file and not by_hook:
+        load_adapter_file(runner, args.checkpoint)
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     runner.test()

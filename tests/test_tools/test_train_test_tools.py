@@ -154,3 +154,28 @@ def test_train_py_refuses_auto_scale_lr_without_a_base_batch_size(demo_data, tmp
                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert 'base_batch_size' in result.stderr
+
+
+def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp_path):
+    from mmflora.models import ConvNeXtV2
+    torch.manual_seed(0)
+    base_file = tmp_path / 'atto_base.pth'
+    torch.save(ConvNeXtV2(arch='atto').state_dict(), base_file)
+    cfg = small_run_config('ade', demo_data, tmp_path / 'work')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(base_file))
+    cfg.custom_hooks = [dict(type='AdapterCheckpointHook')]
+    config = dump_config(cfg, tmp_path / 'ade_small.py')
+    run_tool([str(TOOLS / 'train.py'), config])
+
+    def metrics(checkpoint, name):
+        out = run_tool([str(TOOLS / 'test.py'), config, osp.join(cfg.work_dir, checkpoint),
+                        '--work-dir', str(tmp_path / name)])
+        (path, ) = glob.glob(str(tmp_path / name / '*' / '*.json'))
+        with open(path) as f:
+            return json.load(f), out
+
+    full, _ = metrics('iter_2.pth', 'full')
+    adapters, out = metrics('iter_2.adapter.safetensors', 'adapters')
+    assert 'applied the adapter file' in out
+    scores = ('aAcc', 'mIoU', 'mAcc')
+    assert {k: adapters[k] for k in scores} == {k: full[k] for k in scores}
