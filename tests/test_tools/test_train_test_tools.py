@@ -156,7 +156,11 @@ def test_train_py_refuses_auto_scale_lr_without_a_base_batch_size(demo_data, tmp
     assert 'base_batch_size' in result.stderr
 
 
-def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp_path):
+@pytest.mark.parametrize('injection', ['backbone', 'hook'])
+def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp_path,
+                                                                   injection):
+    # 'backbone': FLoRAConvNeXtV2 injects when built; 'hook': a plain ConvNeXtV2 and FLoRAHook,
+    # which injects before the Pretrained base loads.
     from mmflora.models import ConvNeXtV2
     torch.manual_seed(0)
     base_file = tmp_path / 'atto_base.pth'
@@ -164,6 +168,11 @@ def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp
     cfg = small_run_config('ade', demo_data, tmp_path / 'work')
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(base_file))
     cfg.custom_hooks = [dict(type='AdapterCheckpointHook')]
+    if injection == 'hook':
+        adapter = cfg.model.backbone.pop('adapter')
+        cfg.model.backbone.type = 'ConvNeXtV2'
+        cfg.custom_hooks.insert(0, dict(type='FLoRAHook', method='flora', targets=['backbone.'],
+                                        r=adapter.r, trainable=['decode_head', 'auxiliary_head']))
     config = dump_config(cfg, tmp_path / 'ade_small.py')
     run_tool([str(TOOLS / 'train.py'), config])
 
@@ -176,6 +185,7 @@ def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp
 
     full, _ = metrics('iter_2.pth', 'full')
     adapters, out = metrics('iter_2.adapter.safetensors', 'adapters')
-    assert 'applied the adapter file' in out
+    applied = {'backbone': 'applied the adapter file', 'hook': 'FLoRAHook loaded adapters from'}
+    assert applied[injection] in out
     scores = ('aAcc', 'mIoU', 'mAcc')
     assert {k: adapters[k] for k in scores} == {k: full[k] for k in scores}
