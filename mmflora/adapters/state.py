@@ -1,5 +1,6 @@
 """Adapter files: only the trained tensors, in safetensors, with the configuration as metadata."""
 import json
+import os
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -81,7 +82,15 @@ def save_adapters(model: nn.Module,
         own = {k: values[k] for k in own}
     tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in own.items()}
     save_file(tensors, path, metadata=_metadata(model, extra_metadata))
+    _apply_umask(path)
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _apply_umask(path: str) -> None:
+    """Give ``path`` the permissions of any new file (safetensors writes it owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_adapter_metadata(path: str) -> dict:

@@ -39,6 +39,10 @@ def test_adapter_file_holds_only_trainable_tensors(tmp_path):
     path = os.path.join(tmp_path, 'a.safetensors')
     written = save_adapters(model, path)
     assert written == sum(t.numel() * 4 for t in state.values())
+    # Readable like any file the user writes (safetensors alone makes it owner-only).
+    plain = os.path.join(tmp_path, 'plain.txt')
+    open(plain, 'w').close()
+    assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
 
 
 def test_adapter_file_can_take_its_tensors_from_a_state_dict(tmp_path):
