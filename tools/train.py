@@ -17,6 +17,7 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -28,7 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training (GPU/NPU, not CPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by (total batch size / '
                         'auto_scale_lr.base_batch_size)')
@@ -139,6 +141,9 @@ def main(argv=None):
     cfg = load_config(args)
 
     if args.amp:
+        if get_device() == 'cpu':
+            raise SystemExit("--amp needs an accelerator (mmengine's AmpOptimWrapper does not "
+                             'run on CPU); train without --amp on this machine')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 

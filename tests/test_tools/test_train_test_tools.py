@@ -189,3 +189,12 @@ def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp
     assert applied[injection] in out
     scores = ('aAcc', 'mIoU', 'mAcc')
     assert {k: adapters[k] for k in scores} == {k: full[k] for k in scores}
+
+
+def test_train_py_refuses_amp_on_cpu_with_the_reason(demo_data, tmp_path):
+    cfg = small_run_config('coco', demo_data, tmp_path / 'work')
+    config = dump_config(cfg, tmp_path / 'coco_small.py')
+    result = subprocess.run([sys.executable, str(TOOLS / 'train.py'), config, '--amp'],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert '--amp needs an accelerator' in result.stderr
