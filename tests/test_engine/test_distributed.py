@@ -27,8 +27,9 @@ class TestFLoRAHookDistributed(RunnerTestCase):
                    '--nproc_per_node', '2', osp.join(HERE, 'dist_train_toy.py'),
                    '--work-dir', work_dir, '--out', out, '--iters', str(ITERS),
                    '--batch-size', '2']
-        result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
-                                timeout=150)
+        # cwd: mmengine collects distributed CPU results through a .dist_test folder there.
+        result = subprocess.run(command, env=env, cwd=self.temp_dir.name, capture_output=True,
+                                text=True, timeout=150)
         self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-3000:])
         ranks = [torch.load(f'{out}.rank{r}.pt') for r in (0, 1)]
         self.assertEqual([r['wrapper'] for r in ranks], ['MMDistributedDataParallel'] * 2)
