@@ -236,15 +236,20 @@ class ConvNeXtV2(BaseModule):
         cfg.pop('type')
         self.load_pretrained(**cfg)
 
+    def _adapter_tensors(self) -> Dict[str, Tensor]:
+        """Every adapter tensor (injected by ``FLoRAConvNeXtV2`` or ``FLoRAHook``) by name."""
+        return {
+            f'{name}.{key}': param
+            for name, layer in iter_adapter_layers(self)
+            for key, param in layer.adapter_parameters().items()
+        }
+
     def _checkpoint_state_keys(self) -> Set[str]:
         """State-dict keys a pretrained checkpoint is expected to fill.
 
-        Adapter tensors (injected by ``FLoRAConvNeXtV2`` or ``FLoRAHook``) are in no
-        ConvNeXt-V2 checkpoint, so they are not expected.
+        Adapter tensors are in no ConvNeXt-V2 checkpoint, so they are not expected.
         """
-        adapters = {f'{name}.{key}' for name, layer in iter_adapter_layers(self)
-                    for key in layer.adapter_parameters()}
-        return set(self.state_dict()) - adapters
+        return set(self.state_dict()) - set(self._adapter_tensors())
 
     def load_pretrained(self,
                         checkpoint: Union[str, Mapping],

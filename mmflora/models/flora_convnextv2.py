@@ -6,12 +6,11 @@ names, so ``init_cfg=dict(type='Pretrained', ...)`` loads a plain ConvNeXt-V2
 checkpoint into the adapted model.
 """
 import logging
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
-from torch import Tensor
 
 from ..adapters import METHODS, inject_adapters, iter_adapter_layers
 from .convnextv2 import ConvNeXtV2
@@ -88,14 +87,6 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
             f'FLoRAConvNeXtV2 injected {method} adapters '
             f'(pointwise={pointwise}):\n{self.injection_report}',
             logger='current')
-
-    def _adapter_tensors(self) -> Dict[str, Tensor]:
-        """Every adapter tensor by full parameter name."""
-        return {
-            f'{name}.{key}': param
-            for name, layer in iter_adapter_layers(self)
-            for key, param in layer.adapter_parameters().items()
-        }
 
     def init_weights(self) -> None:
         """Initialise / load the base weights and leave the adapters at init.
