@@ -50,17 +50,13 @@ def run(cmd: list) -> None:
 
 def save_untrained_checkpoint(config: str, path: str) -> None:
     """Build the model as training would start it (init_weights included) and save it."""
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import save_checkpoint, set_random_seed
 
-    from mmflora.apis import register_scope_modules
+    from mmflora.apis import build_model_from_config, load_config
 
-    cfg = Config.fromfile(config)
-    register_scope_modules(cfg)
+    cfg = load_config(config)
     set_random_seed(cfg.get('randomness', {}).get('seed', 0))
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
+    model = build_model_from_config(cfg)
     model.init_weights()
     save_checkpoint(dict(state_dict=model.state_dict(), meta=dict(note='untrained')), path)
 
