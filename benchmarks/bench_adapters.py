@@ -605,10 +605,7 @@ def run_breakdown(profile: dict, device: torch.device, log) -> dict:
     make up the difference in the whole-backbone step.
     """
     name, px, batch = profile['backbone'], profile['backbone_px'], profile['batch']
-    probe = make_backbone(name)
-    budget = planned_adapter_params(probe, 'lora', r=PAPER['lora_r'], **ADAPT)
-    r_dense, _ = solve_rank(probe, 'flora', budget, r_kernel=PAPER['r_kernel'], **ADAPT)
-    del probe
+    _, r_dense, _ = matched_flora_ranks(name)
     methods = {'flora': dict(r=r_dense, r_kernel=PAPER['r_kernel'], scale=PAPER['scale']),
                'lora': dict(r=PAPER['lora_r'])}
     images = torch.randn(batch, 3, px, px, device=device)
