@@ -31,8 +31,9 @@ def demo_data(tmp_path_factory):
     return make_data(tmp_path_factory.mktemp('tools_data'))
 
 
-def run_tool(args, timeout=300):
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True,
+def run_tool(args, timeout=300, command=(sys.executable, ), cwd=REPO, env=ENV):
+    """Run ``command + args`` (a tool under this interpreter); it must succeed. Its output."""
+    result = subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
@@ -60,10 +61,7 @@ def run_launcher(args, cwd, timeout=300):
     folder it makes in the working directory.
     """
     env = dict(ENV, PYTHON=sys.executable, PORT=str(free_port()))
-    result = subprocess.run(['bash', *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
+    return run_tool(args, timeout, command=('bash', ), cwd=cwd, env=env)
 
 
 def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp_path):
