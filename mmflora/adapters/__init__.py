@@ -7,7 +7,8 @@ from .budget import count_params, planned_adapter_params, solve_rank
 from .config import METHODS, AdapterConfig
 from .dora import DoRAConv1d, DoRAConv2d, DoRAConv3d, DoRALinear
 from .flora import FLoRAConv1d, FLoRAConv2d, FLoRAConv3d, FLoRALinear
-from .inject import InjectedLayer, InjectionReport, inject_adapters, iter_adapter_layers
+from .init_guard import PreservedInit, preserve_adapter_init
+from .inject import InjectedLayer, InjectionReport, inject, inject_adapters, iter_adapter_layers
 from .lora import LoRAConv1d, LoRAConv2d, LoRAConv3d, LoRALinear
 from .merge import merge_adapters, merge_and_unload, unmerge_adapters
 from .state import adapter_state_dict, load_adapters, read_adapter_metadata, save_adapters
@@ -20,11 +21,11 @@ def delta_weights(model):
 
 
 __all__ = [
-    'AdapterLayer', 'AdapterConfig', 'METHODS', 'InjectedLayer', 'InjectionReport',
-    'inject_adapters', 'iter_adapter_layers', 'delta_weights', 'merge_adapters',
-    'unmerge_adapters', 'merge_and_unload', 'adapter_state_dict', 'save_adapters',
-    'load_adapters', 'read_adapter_metadata', 'count_params', 'planned_adapter_params',
-    'solve_rank', 'mode_product', 'tucker_to_tensor', 'FLoRALinear', 'FLoRAConv1d',
-    'FLoRAConv2d', 'FLoRAConv3d', 'LoRALinear', 'LoRAConv1d', 'LoRAConv2d', 'LoRAConv3d',
-    'DoRALinear', 'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d'
+    'AdapterLayer', 'AdapterConfig', 'METHODS', 'InjectedLayer', 'InjectionReport', 'inject',
+    'inject_adapters', 'iter_adapter_layers', 'preserve_adapter_init', 'PreservedInit',
+    'delta_weights', 'merge_adapters', 'unmerge_adapters', 'merge_and_unload',
+    'adapter_state_dict', 'save_adapters', 'load_adapters', 'read_adapter_metadata',
+    'count_params', 'planned_adapter_params', 'solve_rank', 'mode_product', 'tucker_to_tensor',
+    'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d', 'LoRALinear', 'LoRAConv1d',
+    'LoRAConv2d', 'LoRAConv3d', 'DoRALinear', 'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d'
 ]

@@ -1,29 +1,27 @@
-"""What every adapter layer shares: adopting a base layer, geometry, forward paths and merging.
+"""What every adapter layer shares: adopting a base layer, forward paths, caching and merging.
 
 An adapter layer is a subclass of its base layer's own class (a FLoRA ``Conv2d`` is still an
-``nn.Conv2d``) that takes over the base layer's ``weight`` and ``bias`` Parameters under the same
-names, so that plain checkpoints load into an adapted model and back. Subclasses add their adapter
-tensors and say how to build the weight update and how to run it as a small branch.
+``nn.Conv2d``) that takes over the base layer's state — its ``weight`` and ``bias``
+Parameters under the same names, hooks and attributes — so that plain checkpoints load into
+an adapted model and back. It remembers what it adopted and gives exactly that back in
+:meth:`AdapterLayer.to_plain`. Subclasses add their adapter tensors and say how to build the
+weight update and how to run it as a small branch.
 """
 import copy
-import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Layer types that can carry an adapter, with the functional op that runs them.
-CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
-SUPPORTED_BASES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-#: Forward paths of an unmerged adapter layer.
-PATHS = ('auto', 'merged', 'factorised')
-#: How an adapter treats a grouped (or depthwise) convolution.
-GROUPED_MODES = ('structured', 'dense')
+from .config import AdapterConfig
+from .geometry import CONV_FUNCTIONS, UpdateGeometry, update_geometry
+from .paths import PATHS, choose_path
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+#: The containers of an ``nn.Module`` whose members are adopted one by one.
+_MEMBER_CONTAINERS = ('_parameters', '_buffers', '_modules')
 
 
 def adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
@@ -31,16 +29,12 @@ def adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if base_dtype == torch.float64 else torch.float32
 
 
-def supported_base_class(module: nn.Module) -> Optional[type]:
-    """Return the torch layer class ``module`` behaves as, or None when it cannot carry one.
-
-    A subclass qualifies only when it keeps its parent's ``forward`` (a subclass with its own
-    forward, such as a conv with dynamic 'same' padding, would lose its behaviour).
-    """
-    for base_class in SUPPORTED_BASES:
-        if isinstance(module, base_class) and type(module).forward is base_class.forward:
-            return base_class
-    return None
+def layer_geometry(base: nn.Module, name: str, mode: str) -> UpdateGeometry:
+    """:func:`~mmflora.adapters.geometry.update_geometry`, its errors naming the layer."""
+    try:
+        return update_geometry(base, mode)
+    except ValueError as error:
+        raise ValueError(f'{name}: {error}') from None
 
 
 class AdapterLayer:
@@ -48,65 +42,93 @@ class AdapterLayer:
 
     Subclasses set ``method`` and ``base_class`` and implement:
 
-    * ``_init_adapter(**kwargs)``: create the adapter tensors;
-    * ``delta_weight()``: the scaled update, in the base weight's shape when the layer is
-      mergeable, else in the dense shape (out, in, *kernel);
+    * ``parameter_shapes(base, name, config)``: the shapes of the adapter tensors (classmethod,
+      also used to count parameters without building anything);
+    * ``_create_adapter_tensors(shapes, config)``: create those tensors with their init;
+    * ``delta_weight()``: the scaled update, of shape ``update_shape``;
     * ``_branch(x)``: the update applied to an input without materialising it (factorised path);
-    * ``_branch_flops(x)`` and ``_build_flops()``: cost estimates that choose the path.
+    * ``_branch_flops(x)`` and ``_build_flops()``: cost estimates for the path choice;
+    * ``describe()``: the method's settings, for adapter files and statistics.
 
     Attributes:
         name (str): Full module name in the model it was injected into (for messages).
+        config (AdapterConfig): This layer's configuration (its rank pattern applied).
         dense (bool): The update spans all input channels of a grouped conv (a parallel dense
             branch) rather than the base weight's own (out, in/groups, *k) shape.
+        update_shape (tuple[int]): Shape of ``delta_weight()``.
         path (str): 'auto', 'merged' or 'factorised'.
+        ranks (tuple[int]): The ranks in use (after capping).
+        rank_notes (list[str]): Modes whose rank was capped to their size.
     """
 
     method: str = ''
     base_class: type = nn.Module
-    base_param_names = ('weight', 'bias')
+    #: Whether adapter tensors derive from the base weight (see :meth:`sync_with_base`).
+    depends_on_base: bool = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_base(cls, base: nn.Module, name: str = '', **kwargs) -> 'AdapterLayer':
+    def from_base(cls, base: nn.Module, name: str = '',
+                  config: Optional[AdapterConfig] = None) -> 'AdapterLayer':
         """Wrap ``base`` into an adapter layer that shares its Parameters (no copy).
 
         Args:
             base (nn.Module): The layer to adapt; an instance of ``cls.base_class``.
             name (str): Its full name in the model, used in messages.
-            **kwargs: Adapter hyper-parameters, passed to ``_init_adapter``.
+            config (AdapterConfig, optional): The adapter's settings. Defaults to the
+                method's defaults.
         """
+        config = config if config is not None else AdapterConfig(method=cls.method)
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
         for key, value in base.__dict__.items():
             # Containers (parameters, buffers, hooks) are copied so the two objects do not share
             # them; the tensors inside are the very same objects.
             layer.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
+        layer._adopted = {key: (tuple(value) if key in _MEMBER_CONTAINERS else None)
+                          for key, value in base.__dict__.items()}
         layer.name = name or type(base).__name__
         layer._merged_backup = None
         layer._cache_key = None
         layer._cached_weight = None
-        layer._init_adapter(**kwargs)
+        layer._init_adapter(config)
         return layer
 
-    def _init_adapter(self, **kwargs) -> None:
+    def _init_adapter(self, config: AdapterConfig) -> None:
+        """Validate the common options, then create the tensors of ``parameter_shapes``."""
+        if config.path not in PATHS:
+            raise ValueError(f'{self.name}: path must be one of {PATHS}, got {config.path!r}')
+        if not 0.0 <= config.dropout < 1.0:
+            raise ValueError(f'{self.name}: dropout must be in [0, 1), got {config.dropout}')
+        geometry = layer_geometry(self, self.name, config.mode)
+        self.config = config
+        self.dense = geometry.dense
+        self.update_shape = geometry.shape
+        self.path = config.path
+        self.adapter_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        if self.path == 'factorised' and not self.supports_factorised:
+            raise ValueError(self._factorised_refusal())
+        shapes, self.rank_notes = self.parameter_shapes(self, self.name, config)
+        self._create_adapter_tensors(shapes, config)
+
+    @classmethod
+    def parameter_shapes(cls, base: nn.Module, name: str, config: AdapterConfig
+                         ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+        """Shapes of the adapter tensors an adapter on ``base`` gets, and rank-capping notes."""
         raise NotImplementedError
 
-    def _setup_common(self, mode: str, path: str, dropout: float) -> None:
-        """Validate and store the options every adapter layer has."""
-        if mode not in GROUPED_MODES:
-            raise ValueError(f'{self.name}: mode must be one of {GROUPED_MODES}, got {mode!r}')
-        if path not in PATHS:
-            raise ValueError(f'{self.name}: path must be one of {PATHS}, got {path!r}')
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f'{self.name}: dropout must be in [0, 1), got {dropout}')
-        self.dense = mode == 'dense' and self.n_groups > 1
-        self.path = path
-        self.adapter_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        if path == 'factorised' and not self.supports_factorised:
-            raise ValueError(
-                f'{self.name}: the factorised path needs groups=1 or mode="dense", but this '
+    def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
+                                config: AdapterConfig) -> None:
+        raise NotImplementedError
+
+    def _factorised_refusal(self) -> str:
+        return (f'{self.name}: the factorised path needs groups=1 or mode="dense", but this '
                 f'{self.base_class.__name__} has groups={self.n_groups} in structured mode; use '
                 f'path="merged" or "auto", or mode="dense"')
+
+    def _tensor_factory(self) -> Dict[str, Any]:
+        """Device and dtype of new adapter tensors: the base weight's device, fp32 (or fp64)."""
+        return dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -129,14 +151,7 @@ class AdapterLayer:
     @property
     def dense_weight_shape(self) -> Tuple[int, ...]:
         """Shape of an update that spans every input channel: (out, in, *kernel)."""
-        if not self.is_conv:
-            return tuple(self.weight.shape)
-        return (self.out_channels, self.in_channels, *self.kernel_size)
-
-    @property
-    def update_shape(self) -> Tuple[int, ...]:
-        """Shape of ``delta_weight()``: the base weight's, or the dense one in dense mode."""
-        return self.dense_weight_shape if self.dense else tuple(self.weight.shape)
+        return update_geometry(self, 'dense').shape
 
     @property
     def supports_factorised(self) -> bool:
@@ -191,6 +206,17 @@ class AdapterLayer:
         """Multiply-adds of ``_branch(x)``."""
         raise NotImplementedError
 
+    def describe(self) -> Dict[str, Any]:
+        """The method's settings on this layer, as plain data.
+
+        Returns:
+            dict: ``method``, ``ranks``, ``dense``, ``rank_bound`` (an upper bound on the rank
+            of the update unfolded along its output mode, or None when the method gives none)
+            and the method's own scale settings.
+        """
+        return dict(method=self.method, ranks=list(self.ranks), dense=self.dense,
+                    rank_bound=None)
+
     def base_weight(self) -> Tensor:
         """W0 in the shape of ``delta_weight()`` (block-diagonal dense in dense mode).
 
@@ -209,55 +235,17 @@ class AdapterLayer:
         """
 
     def adapter_parameters(self) -> Dict[str, nn.Parameter]:
-        """The adapter's own Parameters, by name relative to this layer."""
+        """The adapter's own Parameters (everything not adopted from the base), by name."""
+        adopted = self._adopted['_parameters']
         return {
             name: param
             for name, param in self.named_parameters()
-            if name.split('.')[0] not in self.base_param_names
+            if name.split('.')[0] not in adopted
         }
 
-    def _positions(self, x: Tensor) -> float:
-        """Number of output positions (batch x spatial) this layer computes for ``x``."""
-        if not self.is_conv:
-            return float(x.numel() // x.shape[-1])
-        spatial = x.shape[-len(self.kernel_size):]
-        positions = float(x.numel() // (x.shape[-len(self.kernel_size) - 1] * math.prod(spatial)))
-        stride = self.stride if isinstance(self.stride, tuple) else (self.stride, )
-        for size, step in zip(spatial, stride):
-            positions *= math.ceil(size / step)
-        return positions
-
     def choose_path(self, x: Tensor) -> str:
-        """Pick 'merged' or 'factorised' for input ``x`` from the shapes (or the override).
-
-        Merged runs one op with W0 + s*dW; in training it pays for the gradient of the full
-        weight. Factorised runs the base op plus a chain of small ops; it pays for the branch
-        (and, in training, its backward, about twice its forward). Dense branches on grouped
-        convs would need a dense conv to merge. Adapter dropout needs the factorised path.
-        """
-        if self.path != 'auto':
-            return self.path
-        if not self.supports_factorised:
-            return 'merged'
-        training = torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.adapter_parameters().values())
-        if training and isinstance(self.adapter_dropout, nn.Dropout) and self.training:
-            return 'factorised'
-        positions = self._positions(x)
-        kernel = math.prod(self.kernel_size) if self.is_conv else 1
-        dense_extra = 0.0
-        if self.dense:  # merged = one dense conv instead of the grouped one
-            dense_extra = positions * self.out_channels * kernel * (
-                self.in_channels - self.in_channels // self.n_groups)
-        effective_in = self.in_channels_total if self.dense else self.weight.shape[1]
-        weight_grad = positions * self.out_channels_total * effective_in * kernel
-        if training:
-            merged_cost = 3 * self._build_flops() + 3 * dense_extra + weight_grad
-            factorised_cost = 3 * self._branch_flops(x)
-        else:
-            merged_cost = dense_extra  # the merged weight is cached in eval mode
-            factorised_cost = self._branch_flops(x)
-        return 'merged' if merged_cost <= factorised_cost else 'factorised'
+        """'merged' or 'factorised' for input ``x`` (see :mod:`mmflora.adapters.paths`)."""
+        return choose_path(self, x)
 
     def _cache_state(self) -> Tuple:
         tensors = [self.weight, *self.adapter_parameters().values()]
@@ -365,18 +353,20 @@ class AdapterLayer:
         self._cached_weight = self._cache_key = None
 
     def to_plain(self) -> nn.Module:
-        """A plain ``base_class`` module holding this layer's current weight and bias."""
+        """A plain ``base_class`` module: exactly what was adopted, with current values.
+
+        The adopted attributes, parameters (the current ``weight``, merged or not), buffers,
+        submodules and hooks come back; nothing the adapter added does.
+        """
         plain = self.base_class.__new__(self.base_class)
         nn.Module.__init__(plain)
-        skip = {'name', '_merged_backup', '_cache_key', '_cached_weight', 'dense', 'path',
-                'scale', 'ranks', 'rank_notes', 'mode'}
-        for key, value in self.__dict__.items():
-            if key in skip:
-                continue
-            plain.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
-        plain._parameters = {k: v for k, v in self._parameters.items()
-                             if k in self.base_param_names}
-        plain._modules = {}
+        for key, members in self._adopted.items():
+            value = self.__dict__[key]
+            if members is not None:
+                value = {member: value[member] for member in members}
+            elif isinstance(value, (dict, set)):
+                value = copy.copy(value)
+            plain.__dict__[key] = value
         if self.is_conv and self.groups_of_weight != self.n_groups:
             plain.groups = self.groups_of_weight
         return plain

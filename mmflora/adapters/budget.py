@@ -5,9 +5,10 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from torch import nn
 
-from .base import supported_base_class
-from .config import AdapterConfig, is_layer_method, layer_class
-from .inject import iter_adapter_layers, rank_for, select_modules
+from .config import AdapterConfig
+from .geometry import supported_base_class
+from .inject import iter_adapter_layers, select_modules
+from .methods import is_layer_method, layer_class
 
 
 def count_params(model: nn.Module) -> Dict[str, object]:
@@ -43,7 +44,8 @@ def planned_adapter_params(model: nn.Module, method: str = 'flora', **config_kwa
     Computed from the layer shapes alone (nothing is built), with the same selection and rank
     rules as the injection, so a model on the 'meta' device works.
     """
-    config = AdapterConfig(method=method, **config_kwargs)
+    config = AdapterConfig.from_options(dict(method=method, **config_kwargs),
+                                        where='planned_adapter_params')
     selected = select_modules(model, config)
     if method == 'none':
         return 0
@@ -53,10 +55,8 @@ def planned_adapter_params(model: nn.Module, method: str = 'flora', **config_kwa
         return sum(m.bias.numel() for _, m in selected)
     total = 0
     for name, module in _unique(selected):
-        kwargs = config.layer_kwargs()
-        kwargs['r'] = rank_for(name, config)
         cls = layer_class(method, supported_base_class(module))
-        shapes, _ = cls.parameter_shapes(module, name, **kwargs)
+        shapes, _ = cls.parameter_shapes(module, name, config.for_layer(name))
         total += sum(math.prod(shape) for shape in shapes.values())
     return total
 

@@ -1,16 +1,17 @@
-"""The adapter configuration: what was injected where, kept with the model and in adapter files."""
+"""The adapter configuration: one object from the config file down to every adapter layer.
+
+An :class:`AdapterConfig` is built once (by :func:`~mmflora.adapters.inject_adapters`, the
+``FLoRAConvNeXtV2`` backbone or ``FLoRAHook``), travels whole to the model surgery, and each
+layer receives its own copy derived with :meth:`AdapterConfig.for_layer` (a rank pattern
+changes ``r`` there and nothing else). It is stored on the adapted model as
+``model.mmflora_config`` and, as :meth:`AdapterConfig.to_dict`, in adapter files.
+"""
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Union
-
-from torch import nn
-
-from .dora import DORA_LAYERS
-from .flora import FLORA_LAYERS
-from .lora import LORA_LAYERS
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 #: Every method of the paper's Table 1; the first three add adapter layers.
 METHODS = ('flora', 'lora', 'dora', 'bitfit', 'full', 'none')
-LAYER_METHODS = {'flora': FLORA_LAYERS, 'lora': LORA_LAYERS, 'dora': DORA_LAYERS}
 
 Target = Union[str, type]
 
@@ -67,11 +68,40 @@ class AdapterConfig:
             elif value is not None:
                 setattr(self, field, list(value))
 
-    def layer_kwargs(self) -> Dict[str, Any]:
-        """The arguments every adapter layer of this method receives."""
-        return dict(r=self.r, r_kernel=self.r_kernel, scale=self.scale, alpha=self.alpha,
-                    mode=self.mode, path=self.path, dropout=self.dropout,
-                    strict_ranks=self.strict_ranks, lora_conv_form=self.lora_conv_form)
+    @classmethod
+    def field_names(cls) -> List[str]:
+        """The option names an adapter configuration takes."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], where: str = 'inject_adapters'
+                     ) -> 'AdapterConfig':
+        """Build a configuration from user options, refusing keys that are not fields.
+
+        Args:
+            options (Mapping): Option name -> value (``method`` included or defaulted).
+            where (str): Who received the options, for the message. Defaults to
+                'inject_adapters'.
+        """
+        unknown = sorted(set(options) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f'{where} got unknown options {unknown}; the options are the '
+                             f'fields of AdapterConfig')
+        return cls(**options)
+
+    def for_layer(self, name: str, used_patterns: Optional[set] = None) -> 'AdapterConfig':
+        """The configuration of layer ``name``: ``r`` from the first matching rank pattern.
+
+        Args:
+            name (str): Full module name of the layer.
+            used_patterns (set, optional): Collects the rank patterns that matched.
+        """
+        for pattern, rank in (self.rank_pattern or {}).items():
+            if re.search(pattern, name):
+                if used_patterns is not None:
+                    used_patterns.add(pattern)
+                return dataclasses.replace(self, r=rank)
+        return self
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-serialisable dict (classes in ``targets`` become their names)."""
@@ -83,24 +113,11 @@ class AdapterConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> 'AdapterConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, data: Mapping[str, Any]) -> 'AdapterConfig':
+        """The configuration :meth:`to_dict` wrote (keys of newer versions are ignored)."""
+        known = set(cls.field_names())
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @staticmethod
     def as_list(value: Optional[Sequence]) -> List:
         return [] if value is None else list(value)
-
-
-def layer_class(method: str, base_class: type) -> Optional[type]:
-    """The adapter layer class for ``method`` on a ``base_class`` (None for non-layer methods)."""
-    layers = LAYER_METHODS.get(method)
-    return None if layers is None else layers[base_class]
-
-
-def is_layer_method(method: str) -> bool:
-    return method in LAYER_METHODS
-
-
-def supported_kinds() -> List[str]:
-    return [cls.__name__ for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)]

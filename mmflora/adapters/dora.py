@@ -6,11 +6,12 @@ constant in backward. For a dense-mode branch on a grouped conv, V is the effect
 (W0 on the block diagonal plus the dense update); its channel norms are computed from small
 products without building the (out, in, *k) tensor.
 """
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .config import AdapterConfig
 from .lora import LoRAMixin
 
 
@@ -22,22 +23,28 @@ class DoRAMixin(LoRAMixin):
     """
 
     method = 'dora'
+    depends_on_base = True
 
     @classmethod
-    def parameter_shapes(cls, base: nn.Module, name: str = '', **kwargs
+    def parameter_shapes(cls, base: nn.Module, name: str, config: AdapterConfig
                          ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
-        shapes, notes = super().parameter_shapes(base, name, **kwargs)
+        if config.lora_conv_form != 'peft':
+            raise ValueError(f'{name}: DoRA is built on the peft form of LoRA; '
+                             f'lora_conv_form={config.lora_conv_form!r} is not supported')
+        shapes, notes = super().parameter_shapes(base, name, config)
         shapes['magnitude'] = (base.weight.shape[0], )
         return shapes, notes
 
-    def _init_adapter(self, **kwargs) -> None:
-        super()._init_adapter(**kwargs)
-        if self.lora_conv_form != 'peft':
-            raise ValueError(f'{self.name}: DoRA is built on the peft form of LoRA; '
-                             f'lora_conv_form={self.lora_conv_form!r} is not supported')
+    def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
+                                config: AdapterConfig) -> None:
+        super()._create_adapter_tensors(shapes, config)
         with torch.no_grad():
             norm = self.weight.to(self.lora_A.dtype).flatten(1).norm(dim=1)
         self.magnitude = nn.Parameter(norm)
+
+    def describe(self) -> Dict[str, Any]:
+        """LoRA's settings; the magnitude rescales every channel, so no rank bound."""
+        return dict(super().describe(), rank_bound=None)
 
     def sync_with_base(self) -> None:
         """Set the magnitude to the channel norms of W0 + s*dW, so W' = W0 + s*dW again."""
@@ -80,6 +87,7 @@ class DoRAMixin(LoRAMixin):
         channel_shape = (-1, *([1] * (out.dim() - 2))) if self.is_conv else (-1, )
         out = out * self._channel_scale().reshape(channel_shape).to(out.dtype)
         return out if self.bias is None else out + self.bias.reshape(channel_shape)
+
 
 class DoRALinear(DoRAMixin, nn.Linear):
     """DoRA on ``nn.Linear``."""

@@ -14,25 +14,19 @@ so ``||dW||_F`` is close to ``s * ||core||_F`` whatever the layer's size, and on
 one ``s`` suit every layer.
 """
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CONV_FUNCTIONS, AdapterLayer, adapter_dtype, resolve_ranks
+from .base import AdapterLayer, layer_geometry, resolve_ranks
+from .config import AdapterConfig
+from .geometry import CONV_FUNCTIONS
+from .paths import output_positions
 from .tucker import mode_product, tucker_to_tensor
 
 Rank = Union[int, Sequence[int]]
-
-
-def update_shape_of(base: nn.Module, mode: str) -> Tuple[int, ...]:
-    """Shape of the update an adapter on ``base`` learns: the weight's, or dense for grouped."""
-    weight_shape = tuple(base.weight.shape)
-    groups = getattr(base, 'groups', 1)
-    if mode == 'dense' and groups > 1:
-        return (weight_shape[0], weight_shape[1] * groups, *weight_shape[2:])
-    return weight_shape
 
 
 def requested_ranks(order: int, r: Rank, r_kernel: int) -> List[int]:
@@ -55,41 +49,40 @@ class FLoRAMixin(AdapterLayer):
         core (nn.Parameter): The Tucker core, shape (J_0, ..., J_{N-1}); zero at init.
         factors (nn.ParameterList): Factor n has shape (I_n, J_n).
         scale (float): The paper's s.
-        ranks (tuple): The ranks in use (after capping).
-        rank_notes (list): Modes whose rank was capped to their size.
     """
 
     method = 'flora'
 
     @classmethod
-    def parameter_shapes(cls, base: nn.Module, name: str = '', r: Rank = 8, r_kernel: int = 2,
-                         mode: str = 'dense', strict_ranks: bool = False,
-                         **unused) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
-        """Shapes of the adapter tensors an adapter on ``base`` gets, and rank-capping notes."""
-        shape = update_shape_of(base, mode)
-        ranks, notes = resolve_ranks(name, shape, requested_ranks(len(shape), r, r_kernel),
-                                     strict_ranks)
+    def parameter_shapes(cls, base: nn.Module, name: str, config: AdapterConfig
+                         ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+        """Shapes of ``core`` and ``factors.n`` for an adapter on ``base``, and capping notes."""
+        shape = layer_geometry(base, name, config.mode).shape
+        ranks, notes = resolve_ranks(name, shape,
+                                     requested_ranks(len(shape), config.r, config.r_kernel),
+                                     config.strict_ranks)
         shapes = {'core': tuple(ranks)}
         for n, (size, rank) in enumerate(zip(shape, ranks)):
             shapes[f'factors.{n}'] = (size, rank)
         return shapes, notes
 
-    def _init_adapter(self, r: Rank = 8, r_kernel: int = 2, scale: float = 4.0,
-                      mode: str = 'dense', path: str = 'auto', dropout: float = 0.0,
-                      strict_ranks: bool = False, **unused) -> None:
-        self._setup_common(mode, path, dropout)
-        shapes, self.rank_notes = self.parameter_shapes(
-            self, self.name, r=r, r_kernel=r_kernel, mode=mode, strict_ranks=strict_ranks)
+    def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
+                                config: AdapterConfig) -> None:
         self.ranks = shapes['core']
-        self.scale = float(scale)
-        factory = dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))
-        self.core = nn.Parameter(torch.zeros(self.ranks, **factory))
+        self.scale = float(config.scale)
+        factory = self._tensor_factory()
+        self.core = nn.Parameter(torch.zeros(shapes['core'], **factory))
         factors = []
-        for n, size in enumerate(self.update_shape):
-            factor = torch.empty(size, self.ranks[n], **factory)
+        for n in range(len(self.ranks)):
+            size, _ = factor_shape = shapes[f'factors.{n}']
+            factor = torch.empty(factor_shape, **factory)
             nn.init.normal_(factor, std=1.0 / math.sqrt(size))
             factors.append(nn.Parameter(factor))
         self.factors = nn.ParameterList(factors)
+
+    def describe(self) -> Dict[str, Any]:
+        """Ranks, scale, and the output-mode rank r_0 that bounds the unfolded update's rank."""
+        return dict(super().describe(), scale=self.scale, rank_bound=int(self.ranks[0]))
 
     def delta_weight(self) -> Tensor:
         """``scale * core x_0 factors[0] ... x_{N-1} factors[N-1]``, shape ``update_shape``."""
@@ -139,7 +132,8 @@ class FLoRAMixin(AdapterLayer):
         return self._pointwise(reduced, (self.core * self.scale).reshape(self.ranks[0], -1))
 
     def _full_kernel_flops(self, x: Tensor) -> float:
-        return self._positions(x) * math.prod(self.ranks[:2]) * math.prod(self.update_shape[2:])
+        return (output_positions(self, x) * math.prod(self.ranks[:2]) *
+                math.prod(self.update_shape[2:]))
 
     def _separable_flops(self, x: Tensor) -> float:
         inputs = x.numel() / self.in_channels_total
@@ -147,7 +141,7 @@ class FLoRAMixin(AdapterLayer):
         for size, rank in zip(self.update_shape[2:], self.ranks[2:]):
             channels *= rank
             flops += inputs * channels * size
-        return flops + self._positions(x) * self.ranks[0] * channels
+        return flops + output_positions(self, x) * self.ranks[0] * channels
 
     def _build_flops(self) -> float:
         shape, flops = list(self.ranks), 0.0
@@ -159,7 +153,7 @@ class FLoRAMixin(AdapterLayer):
     def _branch_flops(self, x: Tensor) -> float:
         rank_out, rank_in = self.ranks[:2]
         inputs = x.numel() / self.in_channels_total
-        outputs = self._positions(x)
+        outputs = output_positions(self, x)
         kernel = min(self._full_kernel_flops(x), self._separable_flops(x)) if self.is_conv else (
             outputs * rank_out * rank_in)
         return (inputs * self.in_channels_total * rank_in + kernel +

@@ -1,13 +1,15 @@
 """Model surgery: select modules, replace them with adapter layers, freeze the rest, report."""
 import dataclasses
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .base import SUPPORTED_BASES, AdapterLayer, supported_base_class
+from .base import AdapterLayer
 from .bitfit import bias_parameters
-from .config import AdapterConfig, Target, is_layer_method, layer_class, target_name
+from .config import AdapterConfig, Target, target_name
+from .geometry import SUPPORTED_BASES, supported_base_class
+from .methods import is_layer_method, layer_class
 
 KIND_CLASSES = {cls.__name__: cls for cls in SUPPORTED_BASES}
 
@@ -115,16 +117,6 @@ def select_modules(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, n
     return selected
 
 
-def rank_for(name: str, config: AdapterConfig, used: Optional[set] = None):
-    """The rank of layer ``name``: the first matching ``rank_pattern`` entry, else ``config.r``."""
-    for pattern, rank in (config.rank_pattern or {}).items():
-        if re.search(pattern, name):
-            if used is not None:
-                used.add(pattern)
-            return rank
-    return config.r
-
-
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -140,14 +132,16 @@ def _kind(module: nn.Module) -> str:
     return base.__name__
 
 
-def inject_adapters(model: nn.Module, method: str = 'flora', targets: Optional[list] = None,
-                    exclude: Optional[list] = None, rank_pattern: Optional[dict] = None,
-                    trainable: Optional[list] = None, **method_kwargs) -> InjectionReport:
+def inject_adapters(model: nn.Module, method: Union[str, AdapterConfig] = 'flora',
+                    targets: Optional[list] = None, exclude: Optional[list] = None,
+                    rank_pattern: Optional[dict] = None, trainable: Optional[list] = None,
+                    **method_kwargs) -> InjectionReport:
     """Add adapters of ``method`` to ``model`` in place and freeze everything else.
 
     Args:
         model (nn.Module): The model to adapt.
-        method (str): 'flora', 'lora', 'dora', 'bitfit', 'full' or 'none'.
+        method (str | AdapterConfig): 'flora', 'lora', 'dora', 'bitfit', 'full' or 'none'; or a
+            whole :class:`AdapterConfig`, in which case no other option may be given.
         targets (list, optional): Module classes, class names ('Conv2d', 'Linear') or regexes
             searched in full module names. Defaults to every supported layer (every bias for
             BitFit).
@@ -164,26 +158,34 @@ def inject_adapters(model: nn.Module, method: str = 'flora', targets: Optional[l
     Raises:
         ValueError: An unknown method or option, a pattern that matched nothing, a bad rank.
     """
-    unknown = set(method_kwargs) - {f.name for f in dataclasses.fields(AdapterConfig)}
-    if unknown:
-        raise ValueError(f'inject_adapters got unknown options {sorted(unknown)}; the options '
-                         f'are the fields of AdapterConfig')
-    config = AdapterConfig(method=method, targets=targets, exclude=exclude,
-                           rank_pattern=rank_pattern, trainable=trainable, **method_kwargs)
+    if isinstance(method, AdapterConfig):
+        given = dict(targets=targets, exclude=exclude, rank_pattern=rank_pattern,
+                     trainable=trainable, **method_kwargs)
+        if any(value is not None for value in given.values()):
+            raise TypeError('inject_adapters got an AdapterConfig and options besides it; put '
+                            'the options in the config (dataclasses.replace)')
+        config = method
+    else:
+        config = AdapterConfig.from_options(
+            dict(method=method, targets=targets, exclude=exclude, rank_pattern=rank_pattern,
+                 trainable=trainable, **method_kwargs))
+    return inject(model, config)
+
+
+def inject(model: nn.Module, config: AdapterConfig) -> InjectionReport:
+    """Adapt ``model`` in place as ``config`` says (see :func:`inject_adapters`)."""
     selected = select_modules(model, config)
     entries: List[InjectedLayer] = []
     unfrozen: Dict[str, nn.Parameter] = {}
-    if is_layer_method(method):
+    if is_layer_method(config.method):
         used_patterns: set = set()
         replaced: Dict[int, AdapterLayer] = {}
         for name, module in selected:
             if id(module) in replaced:  # the same module reachable under two names
                 _set_submodule(model, name, replaced[id(module)])
                 continue
-            kwargs = config.layer_kwargs()
-            kwargs['r'] = rank_for(name, config, used_patterns)
-            cls = layer_class(method, supported_base_class(module))
-            layer = cls.from_base(module, name=name, **kwargs)
+            cls = layer_class(config.method, supported_base_class(module))
+            layer = cls.from_base(module, name, config.for_layer(name, used_patterns))
             replaced[id(module)] = layer
             _set_submodule(model, name, layer)
             params = layer.adapter_parameters()
@@ -196,11 +198,11 @@ def inject_adapters(model: nn.Module, method: str = 'flora', targets: Optional[l
                               '; '.join(layer.rank_notes)))
         _check_all_used('rank_pattern keys', list(config.rank_pattern or {}), used_patterns,
                         [name for name, _ in selected])
-    elif method == 'bitfit':
+    elif config.method == 'bitfit':
         unfrozen = bias_parameters(selected)
         entries = [InjectedLayer(name, 'bias', tuple(p.shape), (), '-', p.numel())
                    for name, p in unfrozen.items()]
-    elif method == 'full':
+    elif config.method == 'full':
         unfrozen = dict(model.named_parameters())
     adapter_params = sum(p.numel() for p in unfrozen.values())
     freeze_except(model, unfrozen, config.trainable)

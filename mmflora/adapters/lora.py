@@ -13,13 +13,14 @@ Linear layers use ``dW = B A`` in both forms. ``scaling = alpha / r``. ``A`` is 
 Kaiming-uniform and ``B`` with zeros, so training starts at W0.
 """
 import math
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .base import AdapterLayer, adapter_dtype, resolve_ranks
-from .flora import update_shape_of
+from .base import AdapterLayer, layer_geometry, resolve_ranks
+from .config import AdapterConfig
+from .paths import output_positions
 
 LORA_CONV_FORMS = ('peft', 'reshape')
 
@@ -37,50 +38,57 @@ class LoRAMixin(AdapterLayer):
     method = 'lora'
 
     @classmethod
-    def parameter_shapes(cls, base: nn.Module, name: str = '', r: int = 8, mode: str = 'dense',
-                         lora_conv_form: str = 'peft', strict_ranks: bool = False,
-                         **unused) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+    def parameter_shapes(cls, base: nn.Module, name: str, config: AdapterConfig
+                         ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
         """Shapes of ``lora_A``/``lora_B`` for ``base``, and rank-capping notes."""
-        if not isinstance(r, int):
-            raise ValueError(f'{name}: LoRA takes a single int rank, got r={r!r}')
-        if lora_conv_form not in LORA_CONV_FORMS:
+        if not isinstance(config.r, int):
+            raise ValueError(f'{name}: LoRA takes a single int rank, got r={config.r!r}')
+        if config.lora_conv_form not in LORA_CONV_FORMS:
             raise ValueError(f'{name}: lora_conv_form must be one of {LORA_CONV_FORMS}, '
-                             f'got {lora_conv_form!r}')
-        shape = update_shape_of(base, mode)
-        if lora_conv_form == 'reshape' and len(shape) > 2:
+                             f'got {config.lora_conv_form!r}')
+        shape = layer_geometry(base, name, config.mode).shape
+        if config.lora_conv_form == 'reshape' and len(shape) > 2:
             rows, cols = shape[0] * shape[2], shape[1] * math.prod(shape[3:])
         else:
             rows, cols = shape[0], math.prod(shape[1:])
-        (rank, ), notes = resolve_ranks(name, [min(rows, cols)], [r], strict_ranks)
-        if lora_conv_form == 'reshape' or len(shape) == 2:
+        (rank, ), notes = resolve_ranks(name, [min(rows, cols)], [config.r], config.strict_ranks)
+        if config.lora_conv_form == 'reshape' or len(shape) == 2:
             a_shape = (rank, cols)
         else:
             a_shape = (rank, *shape[1:])
         return {'lora_A': a_shape, 'lora_B': (rows, rank)}, notes
 
-    def _init_adapter(self, r: int = 8, alpha: float = None, mode: str = 'dense',
-                      path: str = 'auto', dropout: float = 0.0, lora_conv_form: str = 'peft',
-                      strict_ranks: bool = False, **unused) -> None:
-        self._setup_common(mode, path, dropout)
-        shapes, self.rank_notes = self.parameter_shapes(
-            self, self.name, r=r, mode=mode, lora_conv_form=lora_conv_form,
-            strict_ranks=strict_ranks)
-        self.lora_conv_form = lora_conv_form
+    def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
+                                config: AdapterConfig) -> None:
         self.ranks = (shapes['lora_A'][0], )
-        self.scaling = float(alpha if alpha is not None else r) / self.ranks[0]
-        factory = dict(device=self.weight.device, dtype=adapter_dtype(self.weight.dtype))
+        alpha = config.alpha if config.alpha is not None else config.r
+        self.scaling = float(alpha) / self.ranks[0]
+        factory = self._tensor_factory()
         self.lora_A = nn.Parameter(torch.empty(shapes['lora_A'], **factory))
         self.lora_B = nn.Parameter(torch.zeros(shapes['lora_B'], **factory))
         nn.init.kaiming_uniform_(self.lora_A.view(self.ranks[0], -1), a=math.sqrt(5))
-        if self.path == 'factorised' and not self.supports_factorised:
-            raise ValueError(f'{self.name}: the reshape form of LoRA exists only as a merged '
-                             f'weight; use path="merged" or "auto"')
+
+    @property
+    def lora_conv_form(self) -> str:
+        """'peft' (a conv with the base kernel, then a 1x1) or 'reshape' (paper Eq. 3)."""
+        return self.config.lora_conv_form
 
     @property
     def supports_factorised(self) -> bool:
-        if getattr(self, 'lora_conv_form', 'peft') == 'reshape' and self.is_conv:
+        if self.lora_conv_form == 'reshape' and self.is_conv:
             return False
         return super().supports_factorised
+
+    def _factorised_refusal(self) -> str:
+        if self.lora_conv_form == 'reshape' and self.is_conv:
+            return (f'{self.name}: the reshape form of LoRA exists only as a merged weight; use '
+                    f'path="merged" or "auto"')
+        return super()._factorised_refusal()
+
+    def describe(self) -> Dict[str, Any]:
+        """Rank, scaling and conv form; the rank r bounds the unfolded update's rank."""
+        return dict(super().describe(), scaling=self.scaling, alpha=self.config.alpha,
+                    lora_conv_form=self.lora_conv_form, rank_bound=int(self.ranks[0]))
 
     def delta_weight(self) -> Tensor:
         """``scaling * B A`` laid out as the update (base weight's shape, or dense)."""
@@ -96,7 +104,7 @@ class LoRAMixin(AdapterLayer):
         return float(self.lora_B.shape[0] * self.lora_A.numel())
 
     def _branch_flops(self, x: Tensor) -> float:
-        outputs = self._positions(x)
+        outputs = output_positions(self, x)
         return outputs * (self.lora_A.numel() + self.lora_B.numel())
 
 

@@ -39,11 +39,7 @@ def adapter_state_dict(model: nn.Module) -> Dict[str, Tensor]:
 
 def _metadata(model: nn.Module, extra: Optional[dict]) -> Dict[str, str]:
     config = getattr(model, 'mmflora_config', None)
-    layers = {
-        name: dict(method=layer.method, ranks=list(layer.ranks), dense=layer.dense,
-                   scale=getattr(layer, 'scale', getattr(layer, 'scaling', None)))
-        for name, layer in iter_adapter_layers(model)
-    }
+    layers = {name: layer.describe() for name, layer in iter_adapter_layers(model)}
     metadata = {
         'format': FORMAT,
         'mmflora_version': __version__,
