@@ -26,9 +26,9 @@ from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmflora.adapters import iter_adapter_layers, load_adapters, merge_and_unload  # noqa: E402
-from mmflora.apis import build_model_from_config, load_config  # noqa: E402
-from mmflora.engine.hooks.checkpoint_state import pretrained_init_modules  # noqa: E402
+from mmflora.adapters import iter_adapter_layers, merge_and_unload  # noqa: E402
+from mmflora.apis import (apply_adapter_file, build_model_from_config,  # noqa: E402
+                          ensure_base_weights, load_config, pretrained_init_modules)
 
 
 def parse_args(argv=None):
@@ -63,14 +63,14 @@ def require_pretrained_base(model: torch.nn.Module, checkpoint: str) -> None:
             f"the config has no init_cfg=dict(type='Pretrained', ...): the adapter would be "
             f'merged onto random weights. Pass the pretrained backbone with '
             f'--base-checkpoint PATH.')
-    model.init_weights()
+    ensure_base_weights(model, f'{checkpoint} holds no base weights')
 
 
 def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
     """Load a full or slim mmengine checkpoint, or an adapter file, into ``model``."""
     if checkpoint.endswith('.safetensors'):
         require_pretrained_base(model, checkpoint)
-        load_adapters(model, checkpoint)
+        apply_adapter_file(model, checkpoint)
         return
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     state = state.get('state_dict', state)

@@ -17,7 +17,7 @@ import logging
 from mmengine.logging import print_log
 
 # tools/ is on sys.path when run as a script.
-from train import build_runner, close_distributed, load_config, parse_common_args
+from train import build_runner, close_distributed, parse_common_args, prepare_config
 
 
 def parse_args(argv=None):
@@ -75,14 +75,11 @@ def route_adapter_file_to_hook(cfg, path: str) -> bool:
 
 def load_adapter_file(runner, path: str) -> None:
     """Load the pretrained base from init_cfg, then the adapter file, into the runner's model."""
-    from mmflora.adapters import iter_adapter_layers, load_adapters
-    from mmflora.engine.hooks.checkpoint_state import ensure_base_weights, unwrap
-    model = unwrap(runner.model)
-    if not any(True for _ in iter_adapter_layers(model)):
-        raise SystemExit(f'{path} is an adapter file, but the model of this config has no '
-                         'adapters: use a FLoRAConvNeXtV2 backbone or a FLoRAHook')
-    ensure_base_weights(model, f'{path} is an adapter file (trained tensors only)')
-    load_adapters(model, path)
+    from mmflora.apis import apply_adapter_file, unwrap_model
+    try:
+        apply_adapter_file(unwrap_model(runner.model), path)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     runner.logger.info(f'applied the adapter file {path} on the pretrained base')
 
 
@@ -97,7 +94,7 @@ def dump_metric(cfg, out: str):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = prepare_config(args)
     adapter_file = is_adapter_file(args.checkpoint)
     by_hook = adapter_file and route_adapter_file_to_hook(cfg, args.checkpoint)
     cfg.load_from = None if adapter_file else args.checkpoint

@@ -21,7 +21,7 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmflora.apis import register_scope_modules
+from mmflora.apis import load_config, register_scope_modules  # noqa: F401 (tests use it)
 
 
 def parse_args(argv=None):
@@ -101,19 +101,16 @@ def replace_sync_bn(node) -> None:
             replace_sync_bn(value)
 
 
-def load_config(args, default_work_dir_root: str = './work_dirs') -> Config:
-    """Read the config, apply ``--cfg-options``, the launcher and the work dir."""
-    cfg = Config.fromfile(args.config)
+def prepare_config(args, default_work_dir_root: str = './work_dirs') -> Config:
+    """Read the config with ``--cfg-options``, then apply the launcher and the work dir."""
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     # Priority: --work-dir > work_dir in the config > ./work_dirs/<config name>.
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join(default_work_dir_root,
                                 osp.splitext(osp.basename(args.config))[0])
-    register_scope_modules(cfg)
     setup_cpu_distributed(cfg)
     return cfg
 
@@ -138,7 +135,7 @@ def build_runner(cfg: Config):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = prepare_config(args)
 
     if args.amp:
         if get_device() == 'cpu':

@@ -1,4 +1,23 @@
-"""Helpers the command-line tools share: load a config, register its toolkit, build its model."""
-from .config import build_model_from_config, load_config, register_scope_modules
+"""Model-level operations that the tools and the hooks share.
 
-__all__ = ['build_model_from_config', 'load_config', 'register_scope_modules']
+* :func:`load_config`, :func:`register_scope_modules`: read a config and register the
+  modules of its toolkit (mmdet, mmseg, mmrotate);
+* :func:`build_model_from_config`, :func:`unwrap_model`: build its model, reach it inside a
+  wrapper;
+* :func:`is_pretrained_init`, :func:`pretrained_init_modules`, :func:`ensure_base_weights`:
+  find a ``Pretrained`` init config and make sure the frozen base holds its weights;
+* :func:`apply_adapter_file`: an adapter file on its pretrained base.
+
+Nothing here depends on :mod:`mmflora.engine`; the hooks and ``tools/`` build on it.
+"""
+from .adapter_files import apply_adapter_file
+from .config import load_config, register_scope_modules
+from .model import build_model_from_config, unwrap_model
+from .pretrained import (BASE_SOURCES, check_base_source, ensure_base_weights, is_pretrained_init,
+                         pretrained_init_entries, pretrained_init_modules)
+
+__all__ = [
+    'BASE_SOURCES', 'apply_adapter_file', 'build_model_from_config', 'check_base_source',
+    'ensure_base_weights', 'is_pretrained_init', 'load_config', 'pretrained_init_entries',
+    'pretrained_init_modules', 'register_scope_modules', 'unwrap_model'
+]

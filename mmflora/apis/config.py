@@ -1,11 +1,8 @@
-"""Load an mmflora config and build its model under the config's own toolkit scope."""
+"""Load an mmflora config and register the modules of its toolkit."""
 import importlib
 from typing import Optional
 
-import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
-from torch import nn
 
 # Toolkits whose modules a scope needs. MMRotate configs name MMDetection modules.
 SCOPE_DEPENDENCIES = dict(mmdet=('mmdet', ), mmseg=('mmseg', ), mmrotate=('mmdet', 'mmrotate'))
@@ -26,15 +23,3 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     register_scope_modules(cfg)
     return cfg
 
-
-def build_model_from_config(cfg: Config, device: str = 'cpu') -> nn.Module:
-    """Build ``cfg.model`` in the config's default scope.
-
-    Args:
-        cfg (Config): A loaded config.
-        device (str): 'cpu', or 'meta' to build shapes only (no memory, no init): enough to
-            count parameters of a large model quickly.
-    """
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    with torch.device(device):
-        return MODELS.build(cfg.model)

@@ -13,7 +13,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import PretrainedInit
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXt
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmflora.adapters import iter_adapter_layers
+from mmflora.apis.pretrained import pretrained_init_entries
 from .checkpoint_formats import (convert_to_backbone, load_checkpoint_file,
                                  unwrap_state_dict)
 
@@ -215,10 +215,7 @@ class ConvNeXtV2(BaseModule):
         if isinstance(cfgs, dict):
             cfgs = [cfgs]
         cfgs = list(cfgs or [])
-        pretrained = [
-            c for c in cfgs
-            if c.get('type') in ('Pretrained', PretrainedInit)
-        ]
+        pretrained = pretrained_init_entries(cfgs)
         if not pretrained or self.is_init:
             super().init_weights()
             return

@@ -5,14 +5,14 @@ optimizer and wraps the model in DDP, and they keep the base layers' parameter
 names, so ``init_cfg=dict(type='Pretrained', ...)`` loads a plain ConvNeXt-V2
 checkpoint into the adapted model.
 """
+import dataclasses
 import logging
-from typing import List, Optional
+from typing import Optional
 
-import torch
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 
-from ..adapters import METHODS, inject_adapters, iter_adapter_layers
+from ..adapters import AdapterConfig, inject_adapters, preserve_adapter_init
 from .convnextv2 import ConvNeXtV2
 
 # Module names of the MLP's pointwise nn.Linear layers (fc1, fc2) in every block.
@@ -60,31 +60,29 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
     def __init__(self, adapter: Optional[dict] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         options = dict(adapter or {})
-        method = options.pop('method', 'flora')
-        if method not in METHODS:
-            raise ValueError(
-                f'FLoRAConvNeXtV2 adapter.method={method!r} is unknown; use '
-                f'one of {METHODS}.')
         pointwise = options.pop('pointwise', True)
-        trainable = list(options.pop('trainable', None) or [])
-        if options.pop('train_output_norms', True):
+        train_output_norms = options.pop('train_output_norms', True)
+        if not pointwise and options.get('targets') is not None:
+            raise ValueError(
+                'FLoRAConvNeXtV2 got adapter.pointwise=False together '
+                f'with targets={options["targets"]}; pointwise=False only '
+                'narrows the default targets. List the layers in '
+                '`targets` (e.g. ["Conv2d"]) and drop `pointwise`.')
+        config = AdapterConfig.from_options(
+            options, where='FLoRAConvNeXtV2 adapter')
+        trainable = list(config.trainable or [])
+        if train_output_norms:
             trainable.append(self.output_norm_pattern)
+        exclude = list(config.exclude or [])
         if not pointwise:
-            if options.get('targets') is not None:
-                raise ValueError(
-                    'FLoRAConvNeXtV2 got adapter.pointwise=False together '
-                    f'with targets={options["targets"]}; pointwise=False only '
-                    'narrows the default targets. List the layers in '
-                    '`targets` (e.g. ["Conv2d"]) and drop `pointwise`.')
-            options['exclude'] = list(options.get('exclude') or []) + [
-                POINTWISE_PATTERN
-            ]
-        self.adapter_method = method
-        self.injection_report = inject_adapters(
-            self, method=method, trainable=trainable, **options)
+            exclude.append(POINTWISE_PATTERN)
+        config = dataclasses.replace(
+            config, trainable=trainable, exclude=exclude or None)
+        self.adapter_method = config.method
+        self.injection_report = inject_adapters(self, config)
         self._freeze_stages()
         print_log(
-            f'FLoRAConvNeXtV2 injected {method} adapters '
+            f'FLoRAConvNeXtV2 injected {config.method} adapters '
             f'(pointwise={pointwise}):\n{self.injection_report}',
             logger='current')
 
@@ -96,32 +94,14 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
         tensors are restored to their construction values afterwards, so a
         zero FLoRA core or LoRA ``B`` stays zero and the backbone starts
         exactly at the loaded base. DoRA's magnitude depends on the base
-        weight, so it is recomputed from the loaded weight.
+        weight, so it is recomputed from the loaded weight (see
+        :func:`mmflora.adapters.preserve_adapter_init`).
         """
-        initial = {k: v.detach().clone()
-                   for k, v in self._adapter_tensors().items()}
-        super().init_weights()
-        with torch.no_grad():
-            for key, param in self._adapter_tensors().items():
-                param.copy_(initial[key])
-            refreshed = self._match_base_dependent_adapters()
-        if refreshed:
+        with preserve_adapter_init(self) as outcome:
+            super().init_weights()
+        if outcome.resynced:
             print_log(
-                f'FLoRAConvNeXtV2 re-derived {len(refreshed)} DoRA magnitudes '
-                'from the loaded base weights.',
+                f'FLoRAConvNeXtV2 re-derived {len(outcome.resynced)} DoRA '
+                'magnitudes from the loaded base weights.',
                 logger='current',
                 level=logging.DEBUG)
-
-    def _match_base_dependent_adapters(self) -> List[str]:
-        """Set each DoRA magnitude to the column norm of ``W0 + s*dW``.
-
-        DoRA's magnitude is taken from the base weight at injection, which
-        happens before pretrained weights load; this puts the layer back at
-        ``W' = W0 + s*dW`` (= ``W0`` while ``B`` is zero) for the new base.
-        """
-        refreshed = []
-        for name, layer in iter_adapter_layers(self):
-            if layer.method == 'dora':
-                layer.sync_with_base()
-                refreshed.append(name)
-        return refreshed
