@@ -34,8 +34,10 @@ from mmengine.registry import HOOKS
 from torch import Tensor, nn
 
 from mmflora.adapters import save_adapters
+from mmflora.apis import check_base_source, unwrap_model
+from ..runner_access import is_resuming
 from .checkpoint_state import (complete_slim_checkpoint, drop_frozen_parameters,
-                               restore_averaged_base, unwrap)
+                               restore_averaged_base)
 
 ADAPTER_SUFFIX = '.adapter.safetensors'
 #: Written in the work dir, like mmengine's ``last_checkpoint``.
@@ -78,9 +80,7 @@ class AdapterCheckpointHook(Hook):
                  save_frozen: bool = True,
                  base_from: str = 'init_cfg',
                  remove_stale: bool = True) -> None:
-        if base_from not in ('init_cfg', 'model'):
-            raise ValueError(f"AdapterCheckpointHook: base_from must be 'init_cfg' or 'model', "
-                             f'got {base_from!r}')
+        check_base_source(base_from, 'AdapterCheckpointHook')
         self.save_adapter = save_adapter
         self.save_frozen = save_frozen
         self.base_from = base_from
@@ -104,7 +104,7 @@ class AdapterCheckpointHook(Hook):
         self._checkpoint_state = checkpoint.get('state_dict')
         if self.save_frozen:
             return
-        removed = drop_frozen_parameters(unwrap(runner.model), checkpoint)
+        removed = drop_frozen_parameters(unwrap_model(runner.model), checkpoint)
         runner.logger.debug(f'AdapterCheckpointHook: {removed:,} frozen weights left out of '
                             f'the checkpoint')
 
@@ -141,7 +141,7 @@ class AdapterCheckpointHook(Hook):
         state, self._checkpoint_state = self._checkpoint_state, None
         if not self.save_adapter or not is_main_process():
             return
-        model = unwrap(runner.model)
+        model = unwrap_model(runner.model)
         for path in new:
             if '://' in path:
                 runner.logger.warning(f'AdapterCheckpointHook writes local files only; no '
@@ -192,9 +192,9 @@ class AdapterCheckpointHook(Hook):
         The averaged model of an ``EMAHook`` (which has loaded its part of the checkpoint
         already, being of higher priority) gets the same base weights.
         """
-        model = unwrap(runner.model)
+        model = unwrap_model(runner.model)
         filled = complete_slim_checkpoint(model, checkpoint,
-                                          resuming=bool(getattr(runner, '_resume', False)),
+                                          resuming=is_resuming(runner),
                                           base_from=self.base_from)
         if not filled:
             return

@@ -14,10 +14,10 @@ import re
 from typing import Dict, Iterable, List, Set
 
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from torch import nn
 
 from mmflora.adapters import adapter_state_dict
+from mmflora.apis import ensure_base_weights
 
 #: Key of the mmflora entry in ``checkpoint['meta']``.
 META_KEY = 'mmflora'
@@ -27,11 +27,6 @@ SLIM_FORMAT = 'mmflora.slim_checkpoint.v1'
 EMA_KEY = 'ema_state_dict'
 #: mmengine strips this from checkpoint keys when loading (``Runner.load_checkpoint``).
 _WRAPPER_PREFIX = re.compile(r'^module\.')
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside an mmengine/DDP wrapper (the model itself when unwrapped)."""
-    return model.module if is_model_wrapper(model) else model
 
 
 def trained_state_names(model: nn.Module) -> Set[str]:
@@ -89,54 +84,6 @@ def drop_frozen_parameters(model: nn.Module, checkpoint: Dict) -> int:
     checkpoint.setdefault('meta', {})[META_KEY] = dict(
         format=SLIM_FORMAT, dropped_parameters=len(names), dropped_elements=removed)
     return removed
-
-
-def pretrained_init_modules(model: nn.Module) -> List[str]:
-    """Names of the modules whose ``init_cfg`` has a ``Pretrained`` entry ('' for the root)."""
-    found = []
-    for name, module in model.named_modules():
-        init_cfg = getattr(module, 'init_cfg', None)
-        cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-        if any(isinstance(cfg, dict) and cfg.get('type') in ('Pretrained', 'PretrainedInit')
-               for cfg in cfgs):
-            found.append(name)
-    return found
-
-
-def ensure_base_weights(model: nn.Module, reason: str, base_from: str = 'init_cfg') -> None:
-    """Make sure the frozen base of ``model`` holds its pretrained weights.
-
-    ``Runner.train`` calls ``model.init_weights()`` (where ``Pretrained`` init configs load)
-    before any checkpoint; ``Runner.val``/``Runner.test`` never do, because a full checkpoint
-    restores everything. When the base must come from the init config instead (a slim
-    checkpoint, or an adapter file applied on a pretrained base), this runs that step.
-
-    Args:
-        model (nn.Module): The unwrapped model.
-        reason (str): Why the base is needed, for messages.
-        base_from (str): 'init_cfg': the base must come from a ``Pretrained`` init config,
-            which is run here if it has not been yet. 'model': the model built its base weights
-            itself (timm ``pretrained=True``, say) and is trusted as it is.
-
-    Raises:
-        ValueError: ``base_from`` is unknown, or is 'init_cfg' and the model has no
-            ``Pretrained`` init config (its frozen weights would stay random).
-    """
-    if base_from == 'model':
-        return
-    if base_from != 'init_cfg':
-        raise ValueError(f"base_from must be 'init_cfg' or 'model', got {base_from!r}")
-    if not pretrained_init_modules(model):
-        raise ValueError(
-            f'{reason}, so the frozen base weights of {type(model).__name__} must come from its '
-            f"init_cfg, but no module has init_cfg=dict(type='Pretrained', ...): they would "
-            f'stay randomly initialised. Give the backbone a Pretrained init_cfg, load a full '
-            f"checkpoint (save_frozen=True), or set base_from='model' if the model loads its "
-            f'own weights when built.')
-    if not getattr(model, 'is_init', True) and hasattr(model, 'init_weights'):
-        print_log(f'{reason}: running init_weights() to load the pretrained base',
-                  logger='current', level=logging.INFO)
-        model.init_weights()
 
 
 def complete_slim_checkpoint(model: nn.Module, checkpoint: Dict, resuming: bool,

@@ -27,7 +27,7 @@ shows them at the logger's interval. ``tools/plot_dw_stats.py`` draws them.
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dist import is_main_process
@@ -36,14 +36,12 @@ from mmengine.registry import HOOKS
 from torch import Tensor
 
 from mmflora.adapters import AdapterLayer, iter_adapter_layers
-from .checkpoint_state import unwrap
+from mmflora.apis import unwrap_model
 
 #: Extra columns of the random sketch beyond r (oversampling), and the power iterations used
 #: when the update's rank is not bounded by r (DoRA).
 _OVERSAMPLE = 8
 _POWER_ITERS = 2
-#: Methods whose update, unfolded along mode 0, has rank at most the output-mode rank.
-_RANK_BOUNDED = ('flora', 'lora')
 
 
 def matricise(weight: Tensor) -> Tensor:
@@ -150,7 +148,7 @@ class DeltaWeightStatsHook(Hook):
         """Compute and log the statistics every ``interval`` iterations (main process)."""
         if not self.every_n_train_iters(runner, self.interval) or not is_main_process():
             return
-        stats = self.compute(unwrap(runner.model))
+        stats = self.compute(unwrap_model(runner.model))
         if not stats:
             if not self._warned:
                 runner.logger.warning('DeltaWeightStatsHook: the model has no adapter layer '
@@ -186,15 +184,11 @@ class DeltaWeightStatsHook(Hook):
             delta = layer.delta_weight()
             entry = {'norm': torch.linalg.vector_norm(delta.float()).item()}
             if self.amplification:
-                own_rank = _output_rank(layer)
-                rank = self.rank or own_rank
+                bound = layer.describe()['rank_bound']
+                rank = self.rank or bound or int(layer.ranks[0])
                 entry['amp'] = amplification_factor(
                     delta, base_weight_for_update(layer, delta), rank,
-                    rank_bounded=layer.method in _RANK_BOUNDED and rank >= own_rank)
+                    rank_bounded=bound is not None and rank >= bound)
             stats[name] = entry
         return stats
 
-
-def _output_rank(layer: AdapterLayer) -> int:
-    ranks: List[int] = list(getattr(layer, 'ranks', ()) or [])
-    return int(ranks[0]) if ranks else 1

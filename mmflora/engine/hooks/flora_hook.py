@@ -2,14 +2,10 @@
 
 Why this is not a plain ``before_run`` hook
 -------------------------------------------
-mmengine 0.10.7 builds things in this order, and a hook sees the runner for the first time
-in ``before_run``::
-
-    Runner.__init__:  build_model -> wrap_model (DDP) -> register_hooks
-    Runner.train:     build optimizer -> scale_lr -> build param schedulers -> before_run
-                      -> init_weights (Pretrained, strict=False) -> load_or_resume
-                      -> train loop: before_train -> iterations
-    Runner.val/test:  before_run -> load_or_resume -> loop: before_val/before_test
+A hook sees the runner for the first time in ``before_run``, after mmengine has built the
+optimizer and wrapped the model (the build order is written down, with the mmengine version it
+was checked against, in :mod:`mmflora.engine.runner_access`, the one module that touches
+Runner internals).
 
 Parameters added in ``before_run`` would be outside the optimizer (built from the model
 without them, with every base parameter still trainable), outside DDP (whose reducer only
@@ -54,27 +50,21 @@ there by itself.
 The hook supports mmengine's ``Runner`` built from a config (``Runner.from_cfg``, as every
 OpenMMLab ``tools/train.py`` does); it needs ``cfg.optim_wrapper`` to rebuild the optimizer.
 """
-import contextlib
-import copy
-import dataclasses
 import logging
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
-import torch
 from mmengine.hooks import Hook
-from mmengine.logging import MMLogger, print_log
-from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from torch import nn
 
 from mmflora.adapters import (AdapterConfig, inject_adapters, iter_adapter_layers,
-                              load_adapters, read_adapter_metadata)
+                              preserve_adapter_init, read_adapter_metadata)
+from mmflora.apis import apply_adapter_file, check_base_source, unwrap_model
+from ..runner_access import (check_mmengine_version, has_loaded_checkpoint,
+                             has_single_optimizer, is_resuming, rebuild_optimizer, rewrap_model)
 from .adapter_checkpoint_hook import AdapterCheckpointHook
-from .checkpoint_state import (checkpoint_names, ensure_base_weights, slim_info,
-                               trained_state_names, unwrap)
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(AdapterConfig)}
-_SKIPPED_FROZEN = 'is skipped since its requires_grad=False'
+from .checkpoint_state import checkpoint_names, slim_info, trained_state_names
 
 
 @HOOKS.register_module()
@@ -127,22 +117,18 @@ class FLoRAHook(Hook):
                  base_from: str = 'init_cfg',
                  log_report: bool = True,
                  **method_kwargs) -> None:
-        unknown = set(method_kwargs) - _CONFIG_FIELDS
-        if unknown:
-            raise ValueError(f'FLoRAHook got unknown options {sorted(unknown)}; the adapter '
-                             f'options are {sorted(_CONFIG_FIELDS - {"method"})}')
         if method is None and adapter_checkpoint is None:
             raise ValueError('FLoRAHook(method=None) takes its configuration from an adapter '
                              'file; give adapter_checkpoint=..., or a method such as "flora"')
-        if base_from not in ('init_cfg', 'model'):
-            raise ValueError(f"FLoRAHook: base_from must be 'init_cfg' or 'model', "
-                             f'got {base_from!r}')
+        check_base_source(base_from, 'FLoRAHook')
         self.config = None
         if method is not None:
             # Validates the method and the option values now, not after the runner is built.
-            self.config = AdapterConfig(method=method, targets=targets, exclude=exclude,
-                                        rank_pattern=rank_pattern, trainable=trainable,
-                                        **method_kwargs)
+            self.config = AdapterConfig.from_options(
+                dict(method=method, targets=targets, exclude=exclude, rank_pattern=rank_pattern,
+                     trainable=trainable, **method_kwargs), where='FLoRAHook')
+        elif method_kwargs:
+            AdapterConfig.from_options(method_kwargs, where='FLoRAHook')
         self.adapter_checkpoint = adapter_checkpoint
         self.strict_load = strict_load
         self.base_from = base_from
@@ -153,24 +139,26 @@ class FLoRAHook(Hook):
     # ------------------------------------------------------------------ injection
     def before_run(self, runner) -> None:
         """Inject, re-wrap the model and rebuild the optimizer (once per model)."""
-        model = unwrap(runner.model)
+        model = unwrap_model(runner.model)
         if model is self._model:
             return  # val/test after train on the same runner: already adapted
+        check_mmengine_version()
         self._warn_about_earlier_hooks(runner)
         config = self._resolve_config(model)
         if config is not None:
-            options = {k: v for k, v in config.to_dict().items() if k != 'method'}
-            report = inject_adapters(model, config.method, **options)
+            report = inject_adapters(model, config)
             if self.log_report:
                 runner.logger.info(f'FLoRAHook injected adapters:\n{report}')
             else:
                 runner.logger.info(f'FLoRAHook: method={config.method}, {len(report.entries)} '
                                    f'layers, {report.trainable_params:,} trainable of '
                                    f'{report.total_params:,} parameters')
-        runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'), model)
-        if isinstance(runner.optim_wrapper, OptimWrapper):
-            self._rebuild_optimizer(runner)
-        model = unwrap(runner.model)  # wrap_model may swap SyncBN layers, never the model
+        rewrap_model(runner, model)
+        if has_single_optimizer(runner):
+            skipped = rebuild_optimizer(runner)
+            runner.logger.info(f'FLoRAHook rebuilt the optimizer over the trainable parameters; '
+                               f'{skipped} frozen parameters are left out of it')
+        model = unwrap_model(runner.model)  # wrap_model may swap SyncBN layers, never the model
         self._guard_adapter_init(model)
         self._model = model
 
@@ -189,57 +177,20 @@ class FLoRAHook(Hook):
                 f'ranks explicitly')
         return AdapterConfig.from_dict(stored)
 
-    def _rebuild_optimizer(self, runner) -> None:
-        """Build optimizer and schedulers again from the config, now over the adapters."""
-        optim_cfg = runner.cfg.get('optim_wrapper')
-        if not isinstance(optim_cfg, dict) or isinstance(optim_cfg.get('optimizer'),
-                                                         torch.optim.Optimizer):
-            raise RuntimeError(
-                'FLoRAHook adds parameters after the runner built its optimizer and must build '
-                'it again from the config, but runner.cfg.optim_wrapper is '
-                f'{type(optim_cfg).__name__}; build the runner with Runner.from_cfg(cfg) and '
-                'an optim_wrapper dict (an optimizer config, not an Optimizer object)')
-        with _quiet_frozen_skips() as skipped:
-            optim_wrapper = runner.build_optim_wrapper(_copy_cfg(optim_cfg))
-        # Without paramwise_cfg mmengine's constructor hands model.parameters() to the
-        # optimizer, frozen ones included; keep only what trains (nothing has stepped yet).
-        skipped[0] += _drop_frozen_from_optimizer(optim_wrapper)
-        # scale_lr refuses to run once schedulers are built: give it the config form first.
-        runner.optim_wrapper = optim_wrapper
-        scheduler_cfg = runner.cfg.get('param_scheduler')
-        runner.param_schedulers = _copy_cfg(scheduler_cfg)
-        runner.scale_lr(optim_wrapper, runner.auto_scale_lr)
-        if scheduler_cfg is not None:
-            runner.param_schedulers = runner.build_param_scheduler(runner.param_schedulers)
-        runner.logger.info(f'FLoRAHook rebuilt the optimizer over the trainable parameters; '
-                           f'{skipped[0]} frozen parameters are left out of it')
-
-    def _guard_adapter_init(self, model: nn.Module) -> None:
-        """Keep the adapter initialisation through ``model.init_weights``."""
+    @staticmethod
+    def _guard_adapter_init(model: nn.Module) -> None:
+        """Keep the adapter initialisation through ``model.init_weights`` (run next by train)."""
         if not callable(getattr(model, 'init_weights', None)) or getattr(model, 'is_init', False):
             return
         original = model.init_weights
-        # Taken after wrapping, so with DDP these are rank 0's values on every rank.
-        initial = {name: {k: p.detach().clone() for k, p in layer.adapter_parameters().items()}
-                   for name, layer in iter_adapter_layers(model)}
 
         def init_weights() -> None:
-            original()
-            restored = 0
-            with torch.no_grad():
-                for name, layer in iter_adapter_layers(model):
-                    for key, param in layer.adapter_parameters().items():
-                        value = initial.get(name, {}).get(key)
-                        if value is not None and not torch.equal(param, value):
-                            param.copy_(value)
-                            restored += 1
-                    # DoRA's magnitude depends on the base weight init_weights just loaded.
-                    layer.sync_with_base()
-            if restored:
-                print_log(f'FLoRAHook: init_weights changed {restored} adapter tensors; they '
-                          f'were put back to their initialisation', logger='current',
+            with preserve_adapter_init(model) as outcome:
+                original()
+            if outcome.restored:
+                print_log(f'FLoRAHook: init_weights changed {outcome.restored} adapter tensors; '
+                          f'they were put back to their initialisation', logger='current',
                           level=logging.WARNING)
-            initial.clear()
             del model.init_weights  # back to the class method
 
         model.init_weights = init_weights
@@ -262,7 +213,7 @@ class FLoRAHook(Hook):
         their initialisation), but one with only some of them was saved from another
         configuration.
         """
-        model = unwrap(runner.model)
+        model = unwrap_model(runner.model)
         if model is not self._model:
             return
         if slim_info(checkpoint) and not any(
@@ -274,7 +225,7 @@ class FLoRAHook(Hook):
         present = checkpoint_names(checkpoint.get('state_dict', checkpoint))
         adapters = {f'{name}.{key}' for name, layer in iter_adapter_layers(model)
                     for key in layer.adapter_parameters()}
-        resuming = bool(getattr(runner, '_resume', False))
+        resuming = is_resuming(runner)
         required = trained_state_names(model) if resuming else adapters
         missing = sorted(required - present)
         if not missing:
@@ -305,53 +256,18 @@ class FLoRAHook(Hook):
         if self.adapter_checkpoint is None or self._checkpoint_applied:
             return
         self._checkpoint_applied = True
-        model = unwrap(runner.model)
-        if getattr(runner, '_resume', False) and getattr(runner, '_has_loaded', False):
+        model = unwrap_model(runner.model)
+        if is_resuming(runner) and has_loaded_checkpoint(runner):
             runner.logger.info(f'FLoRAHook: training resumed, so the adapters come from the '
                                f'resumed checkpoint, not {self.adapter_checkpoint}')
             return
-        if not getattr(runner, '_has_loaded', False) and not getattr(model, 'is_init', True):
-            # val/test without load_from: mmengine never initialises the model there.
-            ensure_base_weights(model, f'FLoRAHook applies {self.adapter_checkpoint} with no '
-                                f'load_from checkpoint', self.base_from)
-        metadata = load_adapters(model, self.adapter_checkpoint, strict=self.strict_load)
+        # val/test without load_from: mmengine never initialises the model there, so the base
+        # comes from the Pretrained init (after init_weights or a load_from it is in already).
+        initialised = has_loaded_checkpoint(runner) or getattr(model, 'is_init', True)
+        base_from = 'model' if initialised else self.base_from
+        metadata = apply_adapter_file(
+            model, self.adapter_checkpoint, base_from=base_from, strict=self.strict_load,
+            reason=f'FLoRAHook applies {self.adapter_checkpoint} with no load_from checkpoint')
         runner.logger.info(f'FLoRAHook loaded adapters from {self.adapter_checkpoint}'
                            + (f' (missing {metadata["missing"]}, unexpected '
                               f'{metadata["unexpected"]})' if not self.strict_load else ''))
-
-
-def _drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
-    """Remove ``requires_grad=False`` parameters from every param group; return how many."""
-    wrappers = optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict) else [
-        optim_wrapper]
-    dropped = 0
-    for wrapper in wrappers:
-        for group in wrapper.optimizer.param_groups:
-            kept = [p for p in group['params'] if p.requires_grad]
-            dropped += len(group['params']) - len(kept)
-            group['params'] = kept
-    return dropped
-
-
-def _copy_cfg(cfg):
-    """A deep copy of a config value (dict, ConfigDict or list of them)."""
-    return copy.deepcopy(cfg)
-
-
-@contextlib.contextmanager
-def _quiet_frozen_skips() -> Iterator[List[int]]:
-    """Count, instead of printing, mmengine's one-warning-per-frozen-parameter messages."""
-    counter = [0]
-
-    def keep(record: logging.LogRecord) -> bool:
-        if _SKIPPED_FROZEN in record.getMessage():
-            counter[0] += 1
-            return False
-        return True
-
-    logger = MMLogger.get_current_instance()
-    logger.addFilter(keep)
-    try:
-        yield counter
-    finally:
-        logger.removeFilter(keep)
