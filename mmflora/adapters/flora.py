@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AdapterLayer, layer_geometry, resolve_ranks
+from .base import AdapterLayer, layer_geometry
 from .config import AdapterConfig
 from .geometry import CONV_FUNCTIONS
 from .paths import output_positions
+from .ranks import resolve_ranks
 from .tucker import mode_product, tucker_to_tensor
 
 Rank = Union[int, Sequence[int]]

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import AdapterLayer, layer_geometry, resolve_ranks
+from .base import AdapterLayer, layer_geometry
 from .config import AdapterConfig
 from .paths import output_positions
+from .ranks import resolve_ranks
 
 LORA_CONV_FORMS = ('peft', 'reshape')
 

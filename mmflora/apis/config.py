@@ -22,4 +22,3 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg.merge_from_dict(cfg_options)
     register_scope_modules(cfg)
     return cfg
-

@@ -191,4 +191,3 @@ class DeltaWeightStatsHook(Hook):
                     rank_bounded=bound is not None and rank >= bound)
             stats[name] = entry
         return stats
-
