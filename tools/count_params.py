@@ -16,7 +16,7 @@ from mmengine.logging import MMLogger
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import count_params  # noqa: E402
-from mmflora.apis import build_model_from_config, load_config  # noqa: E402
+from mmflora.apis import ConfigError, build_model_from_config, load_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,7 +33,10 @@ def parse_args(argv=None):
 
 def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
     """Counts for one config: method, backbone adapter, trainable, total, by kind."""
-    cfg = load_config(config_path, cfg_options)
+    try:
+        cfg = load_config(config_path, cfg_options)
+    except ConfigError as error:
+        raise SystemExit(f'error: {error}') from None
     model = build_model_from_config(cfg, device)
     backbone = getattr(model, 'backbone', model)
     backbone_counts = count_params(backbone)

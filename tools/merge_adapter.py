@@ -27,8 +27,9 @@ from mmengine.logging import MMLogger
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import iter_adapter_layers, merge_and_unload  # noqa: E402
-from mmflora.apis import (apply_adapter_file, build_model_from_config,  # noqa: E402
-                          ensure_base_weights, load_config, pretrained_init_modules)
+from mmflora.apis import (ConfigError, apply_adapter_file,  # noqa: E402
+                          build_model_from_config, ensure_base_weights, load_config,
+                          pretrained_init_modules)
 
 
 def parse_args(argv=None):
@@ -86,7 +87,10 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     MMLogger.get_instance('merge_adapter', log_level='WARNING')  # no per-layer injection logs
-    cfg = load_config(args.config, args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ConfigError as error:
+        raise SystemExit(f'error: {error}') from None
     if args.base_checkpoint:
         cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.base_checkpoint)
     print(f'[1/4] building {args.config}', flush=True)

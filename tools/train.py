@@ -21,7 +21,7 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmflora.apis import load_config, register_scope_modules  # noqa: F401 (tests use it)
+from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401
 
 
 def parse_args(argv=None):
@@ -102,8 +102,15 @@ def replace_sync_bn(node) -> None:
 
 
 def prepare_config(args, default_work_dir_root: str = './work_dirs') -> Config:
-    """Read the config with ``--cfg-options``, then apply the launcher and the work dir."""
-    cfg = load_config(args.config, args.cfg_options)
+    """Read the config with ``--cfg-options``, then apply the launcher and the work dir.
+
+    A config that cannot run (no model, a bad adapter key or value) ends the tool with one
+    line naming the file or key and the fix, before anything is built.
+    """
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ConfigError as error:
+        raise SystemExit(f'error: {error}') from None
     cfg.launcher = args.launcher
     # Priority: --work-dir > work_dir in the config > ./work_dirs/<config name>.
     if args.work_dir is not None:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .config import AdapterConfig
 from .geometry import CONV_FUNCTIONS, UpdateGeometry, update_geometry
-from .paths import PATHS, choose_path
+from .paths import choose_path
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 #: The containers of an ``nn.Module`` whose members are adopted one by one.
@@ -95,11 +95,11 @@ class AdapterLayer:
         return layer
 
     def _init_adapter(self, config: AdapterConfig) -> None:
-        """Validate the common options, then create the tensors of ``parameter_shapes``."""
-        if config.path not in PATHS:
-            raise ValueError(f'{self.name}: path must be one of {PATHS}, got {config.path!r}')
-        if not 0.0 <= config.dropout < 1.0:
-            raise ValueError(f'{self.name}: dropout must be in [0, 1), got {config.dropout}')
+        """Set up the common state, then create the tensors of ``parameter_shapes``.
+
+        ``config`` is valid as a whole (:meth:`AdapterConfig.validate`); what is checked here
+        depends on the layer (ranks against its modes, the factorised path on its groups).
+        """
         geometry = layer_geometry(self, self.name, config.mode)
         self.config = config
         self.dense = geometry.dense

@@ -12,11 +12,11 @@ from typing import Optional, Tuple
 import torch.nn.functional as F
 from torch import nn
 
+from .config import GROUPED_MODES
+
 #: Layer types that can carry an adapter, with the functional op that runs them.
 CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 SUPPORTED_BASES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: How an adapter treats a grouped (or depthwise) convolution.
-GROUPED_MODES = ('structured', 'dense')
 
 
 def supported_base_class(module: nn.Module) -> Optional[type]:

@@ -23,7 +23,6 @@ from .config import AdapterConfig
 from .paths import output_positions
 from .ranks import resolve_ranks
 
-LORA_CONV_FORMS = ('peft', 'reshape')
 
 
 class LoRAMixin(AdapterLayer):
@@ -44,9 +43,6 @@ class LoRAMixin(AdapterLayer):
         """Shapes of ``lora_A``/``lora_B`` for ``base``, and rank-capping notes."""
         if not isinstance(config.r, int):
             raise ValueError(f'{name}: LoRA takes a single int rank, got r={config.r!r}')
-        if config.lora_conv_form not in LORA_CONV_FORMS:
-            raise ValueError(f'{name}: lora_conv_form must be one of {LORA_CONV_FORMS}, '
-                             f'got {config.lora_conv_form!r}')
         shape = layer_geometry(base, name, config.mode).shape
         if config.lora_conv_form == 'reshape' and len(shape) > 2:
             rows, cols = shape[0] * shape[2], shape[1] * math.prod(shape[3:])

@@ -11,8 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-#: Forward paths of an unmerged adapter layer.
-PATHS = ('auto', 'merged', 'factorised')
+
 
 
 def output_positions(layer, x: Tensor) -> float:

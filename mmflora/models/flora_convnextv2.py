@@ -7,7 +7,7 @@ checkpoint into the adapted model.
 """
 import dataclasses
 import logging
-from typing import Optional
+from typing import Optional, Tuple
 
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
@@ -57,27 +57,12 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
         injection_report (InjectionReport): What was adapted, with counts.
     """
 
+    #: Keys of ``adapter`` the backbone takes itself; the rest are AdapterConfig fields.
+    BACKBONE_OPTIONS = ('pointwise', 'train_output_norms')
+
     def __init__(self, adapter: Optional[dict] = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        options = dict(adapter or {})
-        pointwise = options.pop('pointwise', True)
-        train_output_norms = options.pop('train_output_norms', True)
-        if not pointwise and options.get('targets') is not None:
-            raise ValueError(
-                'FLoRAConvNeXtV2 got adapter.pointwise=False together '
-                f'with targets={options["targets"]}; pointwise=False only '
-                'narrows the default targets. List the layers in '
-                '`targets` (e.g. ["Conv2d"]) and drop `pointwise`.')
-        config = AdapterConfig.from_options(
-            options, where='FLoRAConvNeXtV2 adapter')
-        trainable = list(config.trainable or [])
-        if train_output_norms:
-            trainable.append(self.output_norm_pattern)
-        exclude = list(config.exclude or [])
-        if not pointwise:
-            exclude.append(POINTWISE_PATTERN)
-        config = dataclasses.replace(
-            config, trainable=trainable, exclude=exclude or None)
+        config, pointwise = self.adapter_config(adapter)
         self.adapter_method = config.method
         self.injection_report = inject_adapters(self, config)
         self._freeze_stages()
@@ -85,6 +70,59 @@ class FLoRAConvNeXtV2(ConvNeXtV2):
             f'FLoRAConvNeXtV2 injected {config.method} adapters '
             f'(pointwise={pointwise}):\n{self.injection_report}',
             logger='current')
+
+    @classmethod
+    def adapter_config(cls,
+                       adapter: Optional[dict],
+                       where: str = 'FLoRAConvNeXtV2 adapter'
+                       ) -> Tuple[AdapterConfig, bool]:
+        """The :class:`AdapterConfig` an ``adapter`` option dict asks for.
+
+        Args:
+            adapter (dict, optional): The backbone's ``adapter`` argument.
+            where (str): Its config path, for messages. Defaults to
+                'FLoRAConvNeXtV2 adapter'.
+
+        Returns:
+            tuple: The configuration (output norms trainable and pointwise
+            layers excluded as asked) and the ``pointwise`` flag.
+
+        Raises:
+            ValueError: An unknown key or a bad value, named with ``where``.
+        """
+        options = dict(adapter or {})
+        pointwise = options.pop('pointwise', True)
+        train_output_norms = options.pop('train_output_norms', True)
+        for key, value in (('pointwise', pointwise),
+                           ('train_output_norms', train_output_norms)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{where}.{key}={value!r}: give True or False')
+        if not pointwise and options.get('targets') is not None:
+            raise ValueError(
+                f'{where}: pointwise=False together with '
+                f'targets={options["targets"]}; pointwise=False only '
+                'narrows the default targets. List the layers in '
+                '`targets` (e.g. ["Conv2d"]) and drop `pointwise`.')
+        config = AdapterConfig.from_options(
+            options, where=where, extra_options=cls.BACKBONE_OPTIONS)
+        trainable = list(config.trainable or [])
+        if train_output_norms:
+            trainable.append(cls.output_norm_pattern)
+        exclude = list(config.exclude or [])
+        if not pointwise:
+            exclude.append(POINTWISE_PATTERN)
+        return dataclasses.replace(
+            config, trainable=trainable, exclude=exclude or None), pointwise
+
+    @classmethod
+    def check_config(cls, node: dict, where: str) -> None:
+        """Check the ``adapter`` options of a config node of this type.
+
+        ``mmflora.apis.load_config`` calls this for every ``FLoRAConvNeXtV2``
+        in a model config before anything is built, so a bad key or value is
+        named with its config path (``model.backbone.adapter.r``).
+        """
+        cls.adapter_config(node.get('adapter'), where=f'{where}.adapter')
 
     def init_weights(self) -> None:
         """Initialise / load the base weights and leave the adapters at init.

@@ -67,6 +67,10 @@ from .adapter_checkpoint_hook import AdapterCheckpointHook
 from .checkpoint_state import checkpoint_names, slim_info, trained_state_names
 
 
+#: Arguments of FLoRAHook that are not adapter options.
+HOOK_OPTIONS = ('adapter_checkpoint', 'strict_load', 'base_from', 'log_report')
+
+
 @HOOKS.register_module()
 class FLoRAHook(Hook):
     """Add FLoRA (or a baseline's) adapters to the runner's model and train only them.
@@ -117,24 +121,55 @@ class FLoRAHook(Hook):
                  base_from: str = 'init_cfg',
                  log_report: bool = True,
                  **method_kwargs) -> None:
-        if method is None and adapter_checkpoint is None:
-            raise ValueError('FLoRAHook(method=None) takes its configuration from an adapter '
-                             'file; give adapter_checkpoint=..., or a method such as "flora"')
         check_base_source(base_from, 'FLoRAHook')
-        self.config = None
-        if method is not None:
-            # Validates the method and the option values now, not after the runner is built.
-            self.config = AdapterConfig.from_options(
-                dict(method=method, targets=targets, exclude=exclude, rank_pattern=rank_pattern,
-                     trainable=trainable, **method_kwargs), where='FLoRAHook')
-        elif method_kwargs:
-            AdapterConfig.from_options(method_kwargs, where='FLoRAHook')
+        # Validates the method and the option values now, not after the runner is built.
+        self.config = self.adapter_config(
+            dict(method=method, targets=targets, exclude=exclude, rank_pattern=rank_pattern,
+                 trainable=trainable, **method_kwargs), adapter_checkpoint)
         self.adapter_checkpoint = adapter_checkpoint
         self.strict_load = strict_load
         self.base_from = base_from
         self.log_report = log_report
         self._model: Optional[nn.Module] = None
         self._checkpoint_applied = False
+
+    @staticmethod
+    def adapter_config(options: dict, adapter_checkpoint: Optional[str] = None,
+                       where: str = 'FLoRAHook') -> Optional[AdapterConfig]:
+        """The configuration the hook injects with (None: from the adapter file).
+
+        Args:
+            options (dict): ``method`` and the other adapter options the hook was given.
+            adapter_checkpoint (str, optional): The hook's adapter file.
+            where (str): The hook's config path, for messages. Defaults to 'FLoRAHook'.
+
+        Raises:
+            ValueError: An unknown key or a bad value, named with ``where``.
+        """
+        options = dict(options)
+        if options.get('method', 'flora') is None:
+            if adapter_checkpoint is None:
+                raise ValueError(f'{where}: method=None takes the configuration from an '
+                                 f'adapter file; give adapter_checkpoint=..., or a method '
+                                 f'such as "flora"')
+            options.pop('method')
+            AdapterConfig.from_options(options, where=where, extra_options=HOOK_OPTIONS)
+            return None
+        return AdapterConfig.from_options(options, where=where, extra_options=HOOK_OPTIONS)
+
+    @classmethod
+    def check_config(cls, node: dict, where: str) -> None:
+        """Check a ``custom_hooks`` entry of this type before the runner is built.
+
+        ``mmflora.apis.load_config`` calls this with the entry's config path
+        (``custom_hooks[0]``), so a bad key or value is named there.
+        """
+        options = {k: v for k, v in node.items() if k not in ('type', 'priority')}
+        check_base_source(options.pop('base_from', 'init_cfg'), where)
+        checkpoint = options.pop('adapter_checkpoint', None)
+        for key in HOOK_OPTIONS:
+            options.pop(key, None)
+        cls.adapter_config(options, checkpoint, where)
 
     # ------------------------------------------------------------------ injection
     def before_run(self, runner) -> None:
