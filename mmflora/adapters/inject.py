@@ -73,11 +73,29 @@ def _matches_target(name: str, module: nn.Module, target: Target) -> bool:
     return re.search(target, name) is not None
 
 
-def _check_all_used(kind: str, patterns: Sequence, used: set, examples: List[str]) -> None:
+def _check_all_used(kind: str, patterns: Sequence, used: set, examples: List[str],
+                    note: str = '') -> None:
     unused = [target_name(p) for p in patterns if target_name(p) not in used]
     if unused:
         raise ValueError(f'{kind} {unused} matched nothing; names here look like '
-                         f'{examples[:5]} (patterns are searched with re.search)')
+                         f'{examples[:5]} (patterns are searched with re.search){note}')
+
+
+def unsupported_layers(model: nn.Module) -> Dict[str, List[str]]:
+    """{type name: module names} of modules with their own weights that cannot carry a layer
+    adapter (ConvTranspose2d, norms, convs with their own forward, ...)."""
+    found: Dict[str, List[str]] = {}
+    for name, module in model.named_modules():
+        own = [p for p in module._parameters.values() if p is not None]
+        if own and supported_base_class(module) is None and not isinstance(module, AdapterLayer):
+            found.setdefault(type(module).__name__, []).append(name)
+    return found
+
+
+def _describe_unsupported(model: nn.Module) -> str:
+    found = unsupported_layers(model)
+    listed = ', '.join(f'{kind} ({len(names)})' for kind, names in found.items())
+    return f'; layers of other types here: {listed}' if listed else ''
 
 
 def select_modules(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, nn.Module]]:
@@ -111,10 +129,31 @@ def select_modules(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, n
         used_excludes.update(excluded)
         if not excluded:
             selected.append((name, module))
-    _check_all_used('targets', AdapterConfig.as_list(config.targets), used_targets, examples)
+    targets = AdapterConfig.as_list(config.targets)
+    unused_targets = {target_name(t) for t in targets} - used_targets
+    _check_all_used('targets', targets, used_targets, examples,
+                    _describe_unsupported(model) if unused_targets else '')
     _check_all_used('exclude patterns', AdapterConfig.as_list(config.exclude), used_excludes,
                     examples)
+    if not selected:
+        _refuse_empty_selection(model, config, bool(candidates))
     return selected
+
+
+def _refuse_empty_selection(model: nn.Module, config: AdapterConfig, had_candidates: bool):
+    """Nothing to act on: say why instead of freezing a model with nothing adapted."""
+    if config.method in ('full', 'none'):
+        return
+    if had_candidates:
+        raise ValueError(f'{config.method}: targets {config.targets} and exclude '
+                         f'{config.exclude} leave no layer to adapt; loosen them')
+    if is_layer_method(config.method):
+        raise ValueError(
+            f'{config.method}: no layer to adapt: the model has no '
+            f'{", ".join(cls.__name__ for cls in SUPPORTED_BASES)} (or a subclass that keeps '
+            f'its forward){_describe_unsupported(model)}. Adapters exist for those four types '
+            f'only')
+    raise ValueError(f'{config.method}: the model has no bias parameter to train')
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -173,21 +212,27 @@ def inject_adapters(model: nn.Module, method: Union[str, AdapterConfig] = 'flora
 
 
 def inject(model: nn.Module, config: AdapterConfig) -> InjectionReport:
-    """Adapt ``model`` in place as ``config`` says (see :func:`inject_adapters`)."""
+    """Adapt ``model`` in place as ``config`` says (see :func:`inject_adapters`).
+
+    All or nothing: every adapter layer is built and every pattern checked first; the model
+    is changed only when all of them succeed, so a refusal leaves modules, parameters,
+    ``requires_grad`` and attributes exactly as they were.
+    """
     selected = select_modules(model, config)
     entries: List[InjectedLayer] = []
     unfrozen: Dict[str, nn.Parameter] = {}
+    replacements: List[Tuple[str, AdapterLayer]] = []
     if is_layer_method(config.method):
         used_patterns: set = set()
-        replaced: Dict[int, AdapterLayer] = {}
+        built: Dict[int, AdapterLayer] = {}
         for name, module in selected:
-            if id(module) in replaced:  # the same module reachable under two names
-                _set_submodule(model, name, replaced[id(module)])
+            if id(module) in built:  # the same module reachable under two names
+                replacements.append((name, built[id(module)]))
                 continue
             cls = layer_class(config.method, supported_base_class(module))
             layer = cls.from_base(module, name, config.for_layer(name, used_patterns))
-            replaced[id(module)] = layer
-            _set_submodule(model, name, layer)
+            built[id(module)] = layer
+            replacements.append((name, layer))
             params = layer.adapter_parameters()
             unfrozen.update({f'{name}.{k}': p for k, p in params.items()})
             entries.append(
@@ -204,28 +249,35 @@ def inject(model: nn.Module, config: AdapterConfig) -> InjectionReport:
                    for name, p in unfrozen.items()]
     elif config.method == 'full':
         unfrozen = dict(model.named_parameters())
-    adapter_params = sum(p.numel() for p in unfrozen.values())
-    freeze_except(model, unfrozen, config.trainable)
+    # The parameter names the model will have: its own (adapter layers keep them) + adapters'.
+    names = [name for name, _ in model.named_parameters()] + list(unfrozen)
+    trainable = trainable_matches(names, config.trainable)
+    # Nothing above changed the model; from here on nothing can fail.
+    for name, layer in replacements:
+        _set_submodule(model, name, layer)
+    keep = {id(p) for p in unfrozen.values()}
+    for name, param in model.named_parameters():
+        param.requires_grad_(id(param) in keep or name in trainable)
     model.mmflora_config = config
+    adapter_params = sum(p.numel() for p in unfrozen.values())
     total = sum(p.numel() for p in model.parameters())
     trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return InjectionReport(config, entries, adapter_params, trainable_count, total)
 
 
-def freeze_except(model: nn.Module, keep: Dict[str, nn.Parameter],
-                  trainable: Optional[Sequence[str]] = None) -> None:
-    """Freeze every parameter of ``model`` except ``keep`` and names matching ``trainable``.
+def trainable_matches(names: Sequence[str], patterns: Optional[Sequence[str]]) -> set:
+    """The parameter ``names`` matched by the ``trainable`` patterns.
 
     Raises:
-        ValueError: A ``trainable`` pattern matched no parameter.
+        ValueError: A pattern matched no parameter.
     """
-    keep_ids = {id(p) for p in keep.values()}
-    patterns = list(trainable or [])
-    used = set()
-    names = []
-    for name, param in model.named_parameters():
-        names.append(name)
+    patterns = list(patterns or [])
+    used, matched = set(), set()
+    for name in names:
         hits = [p for p in patterns if re.search(p, name)]
         used.update(hits)
-        param.requires_grad_(id(param) in keep_ids or bool(hits))
-    _check_all_used('trainable patterns', patterns, used, names)
+        if hits:
+            matched.add(name)
+    _check_all_used('trainable patterns', patterns, used, list(names))
+    return matched
+
