@@ -273,6 +273,16 @@ class AdapterLayer:
         return weight
 
     def forward(self, x: Tensor) -> Tensor:
+        """The adapted layer's output; takes every input the base layer takes.
+
+        A conv's unbatched input (C, *spatial) runs as a batch of one, so the branch ops, which
+        read the channel axis at position 1, see the layout they expect.
+        """
+        if self.is_conv and x.dim() == len(self.kernel_size) + 1:
+            return self._forward(x.unsqueeze(0)).squeeze(0)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if self._merged_backup is not None:  # s*dW already lives in self.weight
             return self._conv(x, self.weight, self.bias, self.groups_of_weight)
         if torch.is_grad_enabled():  # training: free the weight an eval forward cached

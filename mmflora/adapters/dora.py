@@ -79,9 +79,9 @@ class DoRAMixin(LoRAMixin):
         scale = self._channel_scale().reshape(-1, *([1] * (direction.dim() - 1)))
         return scale * direction - base
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         if self.merged or self.choose_path(x) == 'merged':
-            return super().forward(x)
+            return super()._forward(x)
         out = self._conv(x, self.weight, None, self.n_groups)
         out = out + self._branch(self.adapter_dropout(x).to(self.lora_A.dtype)).to(out.dtype)
         channel_shape = (-1, *([1] * (out.dim() - 2))) if self.is_conv else (-1, )
