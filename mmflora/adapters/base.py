@@ -89,8 +89,7 @@ class AdapterLayer:
                           for key, value in base.__dict__.items()}
         layer.name = name or type(base).__name__
         layer._merged_backup = None
-        layer._cache_key = None
-        layer._cached_weight = None
+        layer._update_cache = None
         layer._init_adapter(config)
         return layer
 
@@ -247,30 +246,57 @@ class AdapterLayer:
         """'merged' or 'factorised' for input ``x`` (see :mod:`mmflora.adapters.paths`)."""
         return choose_path(self, x)
 
-    def _cache_state(self) -> Tuple:
-        tensors = [self.weight, *self.adapter_parameters().values()]
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    @property
+    def caches_update(self) -> bool:
+        """Whether eval forwards may reuse ``delta_weight()``: only when it depends on nothing
+        but the adapter tensors (DoRA's update also depends on the base weight)."""
+        return not self.depends_on_base
+
+    @property
+    def cached_update(self) -> Optional[Tensor]:
+        """The update the last no-grad merged forward built, or None."""
+        return None if self._update_cache is None else self._update_cache[1]
+
+    def _update_inputs(self) -> Tuple:
+        """Everything ``delta_weight()`` is computed from (its tensors and settings)."""
+        return tuple(self.adapter_parameters().values()), tuple(sorted(
+            (k, v) for k, v in self.describe().items() if not isinstance(v, list)))
+
+    def _cached_delta(self) -> Tensor:
+        """``delta_weight()``, reused across no-grad forwards while its inputs are unchanged.
+
+        Correct by construction: the cache keeps copies of the adapter tensors it was built
+        from and is used only while the current tensors are equal to them (``torch.equal``),
+        so no write escapes it — in-place ops, ``.data`` swaps (mmengine's EMAHook), loaded
+        checkpoints alike. The copies are as small as the adapter; comparing them costs far
+        less than rebuilding the update. The base weight is never cached: the merged weight
+        is ``W0 + dW`` with the current ``W0`` on every forward.
+        """
+        if torch.is_grad_enabled() or not self.caches_update:
+            self._update_cache = None
+            return self.delta_weight()
+        tensors, settings = self._update_inputs()
+        if self._update_cache is not None:
+            copies, delta, cached_settings = self._update_cache
+            if cached_settings == settings and len(copies) == len(tensors) and all(
+                    a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+                    and torch.equal(a, b) for a, b in zip(copies, tensors)):
+                return delta
+        delta = self.delta_weight()
+        self._update_cache = (tuple(t.detach().clone() for t in tensors), delta, settings)
+        return delta
 
     def merged_weight(self) -> Tensor:
         """W0 + s*dW in the base weight's dtype (expanded to dense in dense mode).
 
-        Half-precision bases accumulate in fp32. Outside autograd (eval with no_grad) the result
-        is cached until the base weight or any adapter tensor changes.
+        Half-precision bases accumulate in fp32. Outside autograd (eval with no_grad) the
+        update is reused while the adapter tensors are unchanged (see :meth:`_cached_delta`).
         """
-        use_cache = not torch.is_grad_enabled()
-        if use_cache and self._cached_weight is not None and self._cache_key == self._cache_state():
-            return self._cached_weight
         base = self._expand_to_dense(self.weight) if self.dense else self.weight
-        delta = self.delta_weight()
+        delta = self._cached_delta()
         if base.dtype in HALF_DTYPES or delta.dtype != base.dtype:
-            weight = (base.to(delta.dtype) + delta).to(base.dtype)
-        else:
-            weight = base + delta
-        if use_cache:
-            self._cached_weight, self._cache_key = weight, self._cache_state()
-        else:
-            self._cached_weight = self._cache_key = None
-        return weight
+            return (base.to(delta.dtype) + delta).to(base.dtype)
+        return base + delta
 
     def forward(self, x: Tensor) -> Tensor:
         """The adapted layer's output; takes every input the base layer takes.
@@ -285,8 +311,8 @@ class AdapterLayer:
     def _forward(self, x: Tensor) -> Tensor:
         if self._merged_backup is not None:  # s*dW already lives in self.weight
             return self._conv(x, self.weight, self.bias, self.groups_of_weight)
-        if torch.is_grad_enabled():  # training: free the weight an eval forward cached
-            self._cached_weight = self._cache_key = None
+        if torch.is_grad_enabled():  # training: free the update an eval forward cached
+            self._update_cache = None
         if self.choose_path(x) == 'merged':
             groups = 1 if self.dense else self.n_groups
             return self._conv(x, self.merged_weight(), self.bias, groups)
@@ -347,7 +373,7 @@ class AdapterLayer:
                 self.weight.copy_(new_weight)
             else:  # dense conversion changes the weight's shape
                 self.weight.data = new_weight
-        self._cached_weight = self._cache_key = None
+        self._update_cache = None
 
     def unmerge(self) -> None:
         """Restore the base weight exactly as it was before ``merge``."""
@@ -360,7 +386,7 @@ class AdapterLayer:
             else:
                 self.weight.data = self._merged_backup
         self._merged_backup = None
-        self._cached_weight = self._cache_key = None
+        self._update_cache = None
 
     def to_plain(self) -> nn.Module:
         """A plain ``base_class`` module: exactly what was adopted, with current values.

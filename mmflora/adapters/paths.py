@@ -38,8 +38,9 @@ def path_costs(layer, x: Tensor, training: bool):
 
     Merged: building ``dW`` (forward and backward, about 3x), the dense conv a dense-mode
     update on a grouped conv needs instead of the grouped one, and, in training, the gradient
-    of the full weight. In eval (no grad) the merged weight is cached, so only the dense extra
-    remains. Factorised: the branch, about 3x its forward in training.
+    of the full weight. In eval (no grad) the update is cached where the method allows it, so
+    the sum ``W0 + dW`` and the dense extra remain. Factorised: the branch, about 3x its
+    forward in training.
     """
     positions = output_positions(layer, x)
     kernel = math.prod(layer.kernel_size) if layer.is_conv else 1
@@ -52,7 +53,10 @@ def path_costs(layer, x: Tensor, training: bool):
     if training:
         return (3 * layer._build_flops() + 3 * dense_extra + weight_grad,
                 3 * layer._branch_flops(x))
-    return dense_extra, layer._branch_flops(x)
+    merged = dense_extra + math.prod(layer.update_shape)
+    if not layer.caches_update:
+        merged += layer._build_flops()
+    return merged, layer._branch_flops(x)
 
 
 def choose_path(layer, x: Tensor) -> str:

@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmflora.adapters import FLoRAConv2d, inject_adapters, iter_adapter_layers
@@ -137,7 +138,7 @@ def test_half_precision_base_with_fp32_adapters(dtype):
         layer.core.grad = None
 
 
-def test_eval_caches_merged_weight_and_invalidates_when_adapter_or_base_change():
+def test_eval_caches_the_update_and_rebuilds_it_when_adapter_tensors_change():
     torch.manual_seed(0)
     plain = nn.Conv2d(6, 8, 3, padding=1)
     model = nn.Sequential(copy.deepcopy(plain)).eval()
@@ -147,13 +148,13 @@ def test_eval_caches_merged_weight_and_invalidates_when_adapter_or_base_change()
     x = torch.randn(1, 6, 8, 8)
     with torch.no_grad():
         first = model(x)
-        cached = layer._cached_weight
+        cached = layer.cached_update
         assert cached is not None
         model(x)
-        assert layer._cached_weight is cached  # reused, not rebuilt
+        assert layer.cached_update is cached  # reused, not rebuilt
         layer.core.mul_(2.0)
         after_adapter = model(x)
-        assert layer._cached_weight is not cached
+        assert layer.cached_update is not cached
         assert torch.allclose(after_adapter, reference_output(plain, layer.delta_weight(), False,
                                                               x), atol=1e-5)
         layer.weight.add_(1.0)
@@ -162,12 +163,29 @@ def test_eval_caches_merged_weight_and_invalidates_when_adapter_or_base_change()
     assert not torch.allclose(after_adapter, after_base)
 
 
+def test_writes_through_data_never_leave_the_cache_stale():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.Linear(8, 8)).eval()
+    inject_adapters(model, 'flora', r=3, path='merged')
+    randomise_adapters(model)
+    conv = model[0]
+    x = torch.randn(1, 6, 8, 8)
+    with torch.no_grad():
+        conv(x)  # caches the update
+        version = conv.core._version
+        conv.core.data.copy_(torch.randn_like(conv.core))  # as EMAHook swaps weights
+        conv.weight.data.copy_(torch.randn_like(conv.weight))
+        assert conv.core._version == version  # the write is invisible to version counters
+        expected = F.conv2d(x, conv.weight + conv.delta_weight(), conv.bias, padding=1)
+        torch.testing.assert_close(conv(x), expected)
+
+
 def test_training_output_keeps_gradient_flowing_to_core_not_through_cache():
     model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1))
     inject_adapters(model, 'flora', r=3, path='merged')
     model(torch.randn(1, 6, 8, 8)).sum().backward()
     assert model[0].core.grad is not None and model[0].core.grad.abs().sum() > 0
-    assert model[0]._cached_weight is None
+    assert model[0].cached_update is None
 
 
 def test_auto_path_choices_follow_the_cost_model():
