@@ -10,13 +10,11 @@ from mmflora.compat import apply_compat_shims
 apply_compat_shims()
 
 from .checkpoint_formats import (FORMATS, convert_to_backbone, detect_format,
-                                 export_state_dict, load_checkpoint_file,
-                                 unwrap_state_dict)  # noqa: E402
+                                 load_checkpoint_file, unwrap_state_dict)  # noqa: E402
 from .convnextv2 import ConvNeXtV2  # noqa: E402
 from .flora_convnextv2 import FLoRAConvNeXtV2  # noqa: E402
 
 __all__ = [
     'ConvNeXtV2', 'FLoRAConvNeXtV2', 'FORMATS', 'convert_to_backbone',
-    'detect_format', 'export_state_dict', 'load_checkpoint_file',
-    'unwrap_state_dict'
+    'detect_format', 'load_checkpoint_file', 'unwrap_state_dict'
 ]

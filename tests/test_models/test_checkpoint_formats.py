@@ -7,8 +7,9 @@ import torch
 from mmengine.model import BaseModule
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
-from mmflora.models import (FORMATS, ConvNeXtV2, convert_to_backbone,
-                            detect_format, export_state_dict)
+from mmflora.models import FORMATS, ConvNeXtV2, convert_to_backbone, detect_format
+from mmflora.models.checkpoint_formats import Rule
+from .checkpoint_fixtures import export_state_dict
 
 
 def _reference() -> ConvNeXtV2:
@@ -127,6 +128,26 @@ def test_fcmae_kernel_offset_col_major_maps_to_dense_row_col():
                 for col in range(k):
                     assert weight[o, i, row, col] == kernel[col * k + row, i, o]
     assert dw_weight[2, 0, 1, 3] == dw[3 * 7 + 1, 2]
+
+
+def test_timm_pre_logits_norm_of_head_norm_first_models_is_norm3():
+    weight = torch.randn(320)
+    converted, dropped, _ = convert_to_backbone(
+        {'norm_pre.weight': weight, 'head.fc.weight': torch.zeros(5, 320)}, 'timm')
+    assert converted.keys() == {'norm3.weight'} and dropped == ['head.fc.weight']
+    assert torch.equal(converted['norm3.weight'], weight)
+
+
+def test_tensor_in_a_shape_its_layout_never_has_is_an_error_naming_key_and_layout():
+    dense = torch.zeros(80, 40, 2, 2)  # a dense conv under a MinkowskiEngine kernel name
+    with pytest.raises(ValueError, match=r"'encoder.downsample_layers.1.1.kernel' of shape "
+                       r'\(80, 40, 2, 2\) as fcmae format.*\(k\*k, in, out\) Minkowski'):
+        convert_to_backbone({'encoder.downsample_layers.1.1.kernel': dense}, 'fcmae')
+
+
+def test_layout_rule_with_other_placeholders_on_each_side_is_an_error():
+    with pytest.raises(ValueError, match=r"placeholders \['i', 'j'\] on one side"):
+        Rule('stages.{i}.blocks.{j}.norm.weight', 'stages.{i}.norm.weight')
 
 
 def test_detector_checkpoint_uses_backbone_prefix_and_explicit_prefix(tmp_path):

@@ -5,7 +5,8 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmflora.adapters import METHODS, iter_adapter_layers
-from mmflora.models import ConvNeXtV2, FLoRAConvNeXtV2, export_state_dict
+from mmflora.models import ConvNeXtV2, FLoRAConvNeXtV2
+from .checkpoint_fixtures import export_state_dict
 
 
 def _pretrained_file(tmp_path, fmt: str = 'official') -> tuple:
