@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 from mmflora.models import FORMATS, ConvNeXtV2, convert_to_backbone, detect_format
 from mmflora.models.checkpoint_formats import Rule
+from ..log_capture import captured_log
 from .checkpoint_fixtures import export_state_dict
 
 
@@ -50,7 +51,7 @@ def test_init_cfg_pretrained_loads_every_base_tensor_exactly(tmp_path, fmt):
     path = _checkpoint_file(tmp_path, reference, fmt)
     model = ConvNeXtV2(arch='atto',
                        init_cfg=dict(type='Pretrained', checkpoint=path))
-    with mock.patch('mmflora.models.convnextv2.print_log') as log:
+    with captured_log() as log:
         model.init_weights()
     ref, got = reference.state_dict(), model.state_dict()
     carried = {'timm': {'norm3'}, 'official': {'norm3'}, 'fcmae': set(),
@@ -61,7 +62,7 @@ def test_init_cfg_pretrained_loads_every_base_tensor_exactly(tmp_path, fmt):
             assert not torch.equal(got[key], value), key  # stays at init
         else:
             assert torch.equal(got[key], value), key
-    messages = ' '.join(str(c.args[0]) for c in log.call_args_list)
+    messages = ' '.join(m for m in log.messages() if m.startswith('ConvNeXtV2'))
     assert f'({fmt} format' in messages
     if carried != {'norm0', 'norm1', 'norm2', 'norm3'}:
         assert 'missing keys' in messages and 'norm0.weight' in messages
@@ -75,13 +76,13 @@ def test_plain_backbone_with_injected_adapters_loads_its_base(tmp_path, method):
     path = _checkpoint_file(tmp_path, reference, 'timm')
     model = ConvNeXtV2(arch='atto', init_cfg=dict(type='Pretrained', checkpoint=path))
     inject_adapters(model, method, r=4)
-    with mock.patch('mmflora.models.convnextv2.print_log') as log:
+    with captured_log() as log:
         model.init_weights()
     adapted = {name: layer for name, layer in iter_adapter_layers(model)}
     assert adapted
     for name, layer in adapted.items():
         assert torch.equal(layer.weight, reference.state_dict()[name + '.weight']), name
-    messages = ' '.join(str(c.args[0]) for c in log.call_args_list)
+    messages = ' '.join(m for m in log.messages() if m.startswith('ConvNeXtV2'))
     assert 'core' not in messages and 'lora_' not in messages
 
 
