@@ -1,7 +1,10 @@
 """Adapter files: only the trained tensors, in safetensors, with the configuration as metadata."""
+import contextlib
 import json
 import os
-from typing import Dict, Mapping, Optional
+import os.path as osp
+import tempfile
+from typing import Dict, Iterator, Mapping, Optional
 
 import torch
 from safetensors import safe_open
@@ -9,9 +12,14 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..version import __version__
+from .config import AdapterConfig
 from .inject import iter_adapter_layers
 
 FORMAT = 'mmflora.adapters.v1'
+#: The settings that decide an adapter's tensors, shown when a file does not fit a model.
+_DESCRIBED = ('method', 'r', 'r_kernel', 'mode', 'lora_conv_form', 'scale', 'alpha', 'targets',
+              'exclude', 'rank_pattern')
+_DEFAULTS = AdapterConfig().to_dict()
 
 
 def adapter_state_dict(model: nn.Module) -> Dict[str, Tensor]:
@@ -37,13 +45,28 @@ def adapter_state_dict(model: nn.Module) -> Dict[str, Tensor]:
     return state
 
 
+def adapter_configs(model: nn.Module) -> Dict[str, dict]:
+    """{module name: AdapterConfig.to_dict()} of every module adapters were injected into.
+
+    '' is the model itself (``inject_adapters(model)``, ``FLoRAHook``); a backbone that injects
+    its own adapters (``FLoRAConvNeXtV2``) appears under its name (``'backbone'``).
+    """
+    found = {}
+    for name, module in model.named_modules():
+        config = module.__dict__.get('mmflora_config')
+        if config is not None and hasattr(config, 'to_dict'):
+            found[name] = config.to_dict()
+    return json.loads(json.dumps(found, default=str))
+
+
 def _metadata(model: nn.Module, extra: Optional[dict]) -> Dict[str, str]:
-    config = getattr(model, 'mmflora_config', None)
+    configs = adapter_configs(model)
     layers = {name: layer.describe() for name, layer in iter_adapter_layers(model)}
     metadata = {
         'format': FORMAT,
         'mmflora_version': __version__,
-        'config': json.dumps(config.to_dict() if config is not None else None),
+        'config': json.dumps(configs.get('')),
+        'submodule_configs': json.dumps({k: v for k, v in configs.items() if k}),
         'layers': json.dumps(layers),
     }
     for key, value in (extra or {}).items():
@@ -77,9 +100,36 @@ def save_adapters(model: nn.Module,
                            f'of the model: {_describe(missing, shapes)}')
         own = {k: values[k] for k in own}
     tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in own.items()}
-    save_file(tensors, path, metadata=_metadata(model, extra_metadata))
-    _apply_umask(path)
+    with _atomic_target(path) as partial:
+        save_file(tensors, partial, metadata=_metadata(model, extra_metadata))
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write a small text file (a pointer to the last adapter file) with the same guarantee."""
+    with _atomic_target(path) as partial:
+        with open(partial, 'w') as f:
+            f.write(text)
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` once complete.
+
+    A kill or an error while writing leaves the previous file as it was (the temporary file
+    is removed), so an adapter file on disk is always either the old one or the new one.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    handle, partial = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.partial',
+                                       dir=folder)
+    os.close(handle)
+    try:
+        yield partial
+        _apply_umask(partial)
+        os.replace(partial, path)
+    finally:
+        if osp.exists(partial):
+            os.remove(partial)
 
 
 def _apply_umask(path: str) -> None:
@@ -89,9 +139,48 @@ def _apply_umask(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+@contextlib.contextmanager
+def _open_adapter_file(path: str):
+    """``safe_open(path)``; an unreadable file is a ValueError naming it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The file is truncated, corrupt or not a safetensors file.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'adapter file {path} does not exist')
+    try:
+        handle = safe_open(path, framework='pt')
+    except Exception as error:  # safetensors raises its own error type, or OSError
+        raise ValueError(
+            f'{path}: not a readable safetensors file ({error}); it may be truncated (a run '
+            f'killed while writing it) or another kind of file. Write it again with '
+            f'save_adapters, or use the adapter file of another checkpoint') from None
+    with handle as f:
+        yield f
+
+
+def adapter_file_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a complete adapter file (missing, torn, foreign), or None."""
+    try:
+        read_adapter_metadata(path)
+        with _open_adapter_file(path) as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except (OSError, ValueError) as error:
+        return str(error)
+    except Exception as error:  # safetensors' own error for data cut short
+        return f'{path}: {error}'
+    return None
+
+
 def read_adapter_metadata(path: str) -> dict:
-    """The metadata of an adapter file, with JSON values decoded."""
-    with safe_open(path, framework='pt') as f:
+    """The metadata of an adapter file, with JSON values decoded.
+
+    Raises:
+        ValueError: The file is unreadable, or not an mmflora adapter file.
+    """
+    with _open_adapter_file(path) as f:
         raw = f.metadata() or {}
     if raw.get('format') != FORMAT:
         raise ValueError(f'{path} is not an mmflora adapter file (format={raw.get("format")!r}, '
@@ -103,6 +192,26 @@ def read_adapter_metadata(path: str) -> dict:
         except (TypeError, ValueError):
             decoded[key] = value
     return decoded
+
+
+def describe_trained_with(metadata: Mapping) -> str:
+    """The adapter settings an adapter file or checkpoint records, in one line.
+
+    Args:
+        metadata (Mapping): With ``config`` (the model's own AdapterConfig as a dict) and/or
+            ``submodule_configs`` ({module name: dict}), as :func:`save_adapters` writes them.
+    """
+    configs = dict(metadata.get('submodule_configs') or {})
+    if metadata.get('config'):
+        configs[''] = metadata['config']
+    if not configs:
+        return 'the file records no adapter configuration'
+    parts = []
+    for name, config in sorted(configs.items()):
+        shown = ', '.join(f'{key}={config[key]!r}' for key in _DESCRIBED if key in config
+                          and (key in ('method', 'r') or config[key] != _DEFAULTS.get(key)))
+        parts.append(f'{name}: {shown}' if name else shown)
+    return '; '.join(parts)
 
 
 def _describe(keys, shapes_a, shapes_b=None, limit: int = 20) -> str:
@@ -131,8 +240,12 @@ def load_adapters(model: nn.Module, path: str, strict: bool = True) -> dict:
     """
     metadata = read_adapter_metadata(path)
     expected = adapter_state_dict(model)
-    with safe_open(path, framework='pt') as f:
-        stored = {k: f.get_tensor(k) for k in f.keys()}
+    with _open_adapter_file(path) as f:
+        try:
+            stored = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as error:  # the header was intact, the data behind it is not
+            raise ValueError(f'{path}: not a readable safetensors file ({error}); it may be '
+                             f'truncated') from None
     missing = set(expected) - set(stored)
     unexpected = set(stored) - set(expected)
     mismatched = {k for k in set(expected) & set(stored) if expected[k].shape != stored[k].shape}
@@ -150,7 +263,7 @@ def load_adapters(model: nn.Module, path: str, strict: bool = True) -> dict:
                 unexpected, {k: stored[k].shape for k in unexpected}))
         raise ValueError(
             f'{path} does not fit this model; inject with the configuration it was saved with '
-            f'({metadata.get("config")}). ' + '; '.join(problems))
+            f'({describe_trained_with(metadata)}). ' + '; '.join(problems))
     with torch.no_grad():
         for key in set(expected) & set(stored) - mismatched:
             expected[key].copy_(stored[key])

@@ -23,7 +23,6 @@ val/test, where mmengine does not initialise the model), so the load has no miss
 missing trained tensor (an adapter key) is an error. With ``EMAHook`` the averaged copy of the
 model is slimmed and completed the same way.
 """
-import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional
@@ -33,7 +32,8 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from torch import Tensor, nn
 
-from mmflora.adapters import save_adapters
+from mmflora.adapters import adapter_file_problem, save_adapters
+from mmflora.adapters.state import write_text_atomically
 from mmflora.apis import check_base_source, unwrap_model
 from ..runner_access import is_resuming
 from .checkpoint_state import (complete_slim_checkpoint, drop_frozen_parameters,
@@ -89,11 +89,30 @@ class AdapterCheckpointHook(Hook):
         self._written: List[str] = []
         # The state dict of the checkpoint saved last (CPU tensors, freed once written).
         self._checkpoint_state: Optional[Dict[str, Tensor]] = None
+        # (checkpoint path, state dict, progress) of a checkpoint training resumes from.
+        self._resumed: Optional[tuple] = None
 
     # ------------------------------------------------------------------ saving
     def before_train(self, runner) -> None:
         """Remember the checkpoints that exist already (a resumed run's last one)."""
         self._seen = self._published_checkpoints(runner)
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and self.save_adapter and is_main_process():
+            self._repair_adapter_file(runner, *resumed)
+
+    def _repair_adapter_file(self, runner, checkpoint_path: str, state: Dict[str, Tensor],
+                             progress: dict) -> None:
+        """Write the resumed checkpoint's adapter file again if a kill left it torn."""
+        target = adapter_path_for(checkpoint_path)
+        if '://' in checkpoint_path or not osp.exists(checkpoint_path):
+            return
+        problem = adapter_file_problem(target)
+        if problem is None:
+            return
+        runner.logger.warning(f'AdapterCheckpointHook: {target} is torn or missing ({problem}); '
+                              f'it is written again from the resumed checkpoint '
+                              f'{osp.basename(checkpoint_path)}')
+        self._write(runner, unwrap_model(runner.model), checkpoint_path, progress, state)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Keep the checkpoint's weights for its adapter file; drop the frozen ones if asked.
@@ -155,9 +174,6 @@ class AdapterCheckpointHook(Hook):
                state: Optional[Dict[str, Tensor]]) -> None:
         target = adapter_path_for(checkpoint_path)
         metadata = dict(progress, checkpoint=osp.basename(checkpoint_path))
-        nested = _nested_configs(model)
-        if nested:
-            metadata['submodule_configs'] = nested
         # The checkpoint's own tensors when this hook saw it being saved (EMA-averaged under
         # EMAHook); the model's otherwise. Both are the same weights without EMA.
         try:
@@ -169,8 +185,7 @@ class AdapterCheckpointHook(Hook):
         self._written.append(target)
         if osp.basename(checkpoint_path).startswith('best_'):
             return
-        with open(osp.join(runner.work_dir, LAST_ADAPTER_FILE), 'w') as f:
-            f.write(target)
+        write_text_atomically(osp.join(runner.work_dir, LAST_ADAPTER_FILE), target)
         runner.logger.info(f'AdapterCheckpointHook: adapters ({nbytes / 2**20:.2f} MiB) saved to '
                            f'{target}')
 
@@ -196,6 +211,8 @@ class AdapterCheckpointHook(Hook):
         filled = complete_slim_checkpoint(model, checkpoint,
                                           resuming=is_resuming(runner),
                                           base_from=self.base_from)
+        if is_resuming(runner):
+            self._remember_resumed(checkpoint)
         if not filled:
             return
         for hook in runner.hooks:
@@ -203,12 +220,15 @@ class AdapterCheckpointHook(Hook):
             if isinstance(averaged, nn.Module) and hasattr(averaged, 'module'):
                 restore_averaged_base(model, averaged.module)
 
+    def _remember_resumed(self, checkpoint: dict) -> None:
+        """Keep what ``before_train`` needs to check the resumed checkpoint's adapter file.
 
-def _nested_configs(model: nn.Module) -> Dict[str, dict]:
-    """Adapter configurations stored on submodules (a backbone that injects its own adapters)."""
-    found = {}
-    for name, module in model.named_modules():
-        config = getattr(module, 'mmflora_config', None)
-        if name and config is not None and hasattr(config, 'to_dict'):
-            found[name] = config.to_dict()
-    return json.loads(json.dumps(found, default=str))
+        mmengine publishes a checkpoint's path in the message hub before saving it, so the
+        checkpoint's own message hub names it.
+        """
+        info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
+        path = info.get('last_ckpt')
+        meta = checkpoint.get('meta') or {}
+        if isinstance(path, str):
+            self._resumed = (path, checkpoint.get('state_dict'),
+                             dict(epoch=meta.get('epoch', 0), iter=meta.get('iter', 0)))
