@@ -21,7 +21,12 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+import mmflora.engine  # noqa: F401  (registers the hooks every run gets, see add_guard_hooks)
 from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401
+
+#: Hooks every run of these tools gets unless its config lists them already: they refuse a
+#: checkpoint that does not fit the model (see mmflora.engine).
+GUARD_HOOKS = ('CheckpointMatchHook', )
 
 
 def parse_args(argv=None):
@@ -119,7 +124,16 @@ def prepare_config(args, default_work_dir_root: str = './work_dirs') -> Config:
         cfg.work_dir = osp.join(default_work_dir_root,
                                 osp.splitext(osp.basename(args.config))[0])
     setup_cpu_distributed(cfg)
+    add_guard_hooks(cfg)
     return cfg
+
+
+def add_guard_hooks(cfg: Config) -> None:
+    """Append each of ``GUARD_HOOKS`` to ``cfg.custom_hooks`` unless it is there already."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = {str(h.get('type')).split('.')[-1] for h in hooks if isinstance(h, dict)}
+    hooks += [dict(type=name) for name in GUARD_HOOKS if name not in present]
+    cfg.custom_hooks = hooks
 
 
 def close_distributed() -> None:

@@ -9,6 +9,7 @@ from mmflora.compat import apply_compat_shims
 
 apply_compat_shims()
 
-from .hooks import AdapterCheckpointHook, DeltaWeightStatsHook, FLoRAHook  # noqa: E402
+from .hooks import (AdapterCheckpointHook, CheckpointMatchHook, DeltaWeightStatsHook,  # noqa: E402
+                    FLoRAHook)
 
-__all__ = ['FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook']
+__all__ = ['FLoRAHook', 'AdapterCheckpointHook', 'CheckpointMatchHook', 'DeltaWeightStatsHook']

@@ -10,7 +10,7 @@ version runs. Everything here depends on how that version builds a training run:
     Runner.val/test:  before_run -> load_or_resume -> loop: before_val/before_test
 
 and on what it records: ``Runner._resume`` (the run resumes a checkpoint), ``Runner._has_loaded``
-(a checkpoint was loaded), the log message of ``DefaultOptimWrapperConstructor`` for every
+(a checkpoint was loaded), ``Runner._load_from`` (the checkpoint file), the log message of ``DefaultOptimWrapperConstructor`` for every
 frozen parameter.
 """
 import contextlib
@@ -49,6 +49,24 @@ def is_resuming(runner) -> bool:
 def has_loaded_checkpoint(runner) -> bool:
     """Whether the runner has loaded a checkpoint (``load_from`` or resume) already."""
     return bool(getattr(runner, '_has_loaded', False))
+
+
+def is_training_run(runner) -> bool:
+    """Whether the runner is in ``train()`` (it builds the optimizer there, before loading)."""
+    return isinstance(runner.optim_wrapper, (OptimWrapper, OptimWrapperDict))
+
+
+def checkpoint_source(runner, checkpoint: dict) -> str:
+    """The file a checkpoint being loaded came from, for messages.
+
+    ``Runner._load_from`` holds ``load_from`` (and ``--resume PATH``); an automatic resume
+    finds the path in the checkpoint's own message hub (mmengine records it before saving).
+    """
+    path = getattr(runner, '_load_from', None)
+    if not path:
+        info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
+        path = info.get('last_ckpt')
+    return str(path) if path else 'the checkpoint'
 
 
 def rewrap_model(runner, model: nn.Module) -> None:

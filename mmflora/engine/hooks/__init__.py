@@ -5,10 +5,12 @@ mmrotate registries fall back to, so ``custom_hooks=[dict(type='FLoRAHook', ...)
 under any of their default scopes.
 """
 from .adapter_checkpoint_hook import ADAPTER_SUFFIX, AdapterCheckpointHook, adapter_path_for
+from .checkpoint_match_hook import CheckpointMatchHook, compare_checkpoint
 from .dw_stats_hook import DeltaWeightStatsHook, amplification_factor, matricise
 from .flora_hook import FLoRAHook
 
 __all__ = [
-    'FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook', 'adapter_path_for',
+    'FLoRAHook', 'AdapterCheckpointHook', 'CheckpointMatchHook', 'DeltaWeightStatsHook',
+    'adapter_path_for', 'compare_checkpoint',
     'ADAPTER_SUFFIX', 'amplification_factor', 'matricise'
 ]

@@ -44,9 +44,14 @@ def frozen_parameter_names(model: nn.Module) -> List[str]:
             if isinstance(tensor, nn.Parameter) and not tensor.requires_grad]
 
 
+def loaded_name(key: str) -> str:
+    """A checkpoint key as mmengine will load it ('module.' stripped)."""
+    return _WRAPPER_PREFIX.sub('', key)
+
+
 def checkpoint_names(state_dict: Dict) -> Set[str]:
     """The keys of a checkpoint's state dict as mmengine will load them ('module.' stripped)."""
-    return {_WRAPPER_PREFIX.sub('', key) for key in state_dict}
+    return {loaded_name(key) for key in state_dict}
 
 
 def slim_info(checkpoint: Dict) -> Dict:

@@ -37,8 +37,10 @@ such as EMAHook) does, once per model:
 Then mmengine's own steps are correct as they are: ``Pretrained`` init loads the base by
 name (adapter layers keep ``weight``/``bias``), ``load_or_resume`` restores the adapters with
 the model state dict and their optimizer and scheduler state (the rebuilt optimizer has the
-same parameter order as the one that saved it). ``after_load_checkpoint`` checks that a
-resumed checkpoint holds every trained tensor, and refuses a partial one.
+same parameter order as the one that saved it). The hook registers a
+:class:`~mmflora.engine.hooks.CheckpointMatchHook` when the runner has none: it refuses a
+checkpoint that does not fit the adapted model (a resume lacking trained tensors, a partial
+or differently shaped adapter).
 
 ``adapter_checkpoint`` (an adapter file from :func:`mmflora.adapters.save_adapters`) is loaded
 at the first ``before_train``/``before_val``/``before_test``: after ``init_weights`` and after
@@ -63,8 +65,7 @@ from mmflora.adapters import (AdapterConfig, inject_adapters, iter_adapter_layer
 from mmflora.apis import apply_adapter_file, check_base_source, unwrap_model
 from ..runner_access import (check_mmengine_version, has_loaded_checkpoint,
                              has_single_optimizer, is_resuming, rebuild_optimizer, rewrap_model)
-from .adapter_checkpoint_hook import AdapterCheckpointHook
-from .checkpoint_state import checkpoint_names, slim_info, trained_state_names
+from .checkpoint_match_hook import ensure_checkpoint_match_hook
 
 
 #: Arguments of FLoRAHook that are not adapter options.
@@ -179,6 +180,7 @@ class FLoRAHook(Hook):
             return  # val/test after train on the same runner: already adapted
         check_mmengine_version()
         self._warn_about_earlier_hooks(runner)
+        ensure_checkpoint_match_hook(runner)
         config = self._resolve_config(model)
         if config is not None:
             report = inject_adapters(model, config)
@@ -240,41 +242,6 @@ class FLoRAHook(Hook):
                     f'without adapters; give it a lower priority than HIGHEST')
 
     # ------------------------------------------------------------------ checkpoints
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Refuse a checkpoint that lacks trained tensors of the model when it must have them.
-
-        Resuming needs every trained tensor. Loading (``load_from``) a checkpoint without any
-        adapter tensor is fine (a base or pretrained-detector checkpoint: the adapters keep
-        their initialisation), but one with only some of them was saved from another
-        configuration.
-        """
-        model = unwrap_model(runner.model)
-        if model is not self._model:
-            return
-        if slim_info(checkpoint) and not any(
-                isinstance(h, AdapterCheckpointHook) for h in runner.hooks):
-            raise RuntimeError(
-                'this checkpoint was saved without its frozen base weights (save_frozen=False) '
-                "and only AdapterCheckpointHook restores them; add dict(type="
-                "'AdapterCheckpointHook') to custom_hooks")
-        present = checkpoint_names(checkpoint.get('state_dict', checkpoint))
-        adapters = {f'{name}.{key}' for name, layer in iter_adapter_layers(model)
-                    for key in layer.adapter_parameters()}
-        resuming = is_resuming(runner)
-        required = trained_state_names(model) if resuming else adapters
-        missing = sorted(required - present)
-        if not missing:
-            return
-        if resuming or adapters & present:
-            raise ValueError(
-                f'FLoRAHook: the checkpoint lacks {len(missing)} of the {len(required)} '
-                f'{"trained" if resuming else "adapter"} tensors of the adapted model, e.g. '
-                f'{missing[:5]}; it was saved from a model adapted differently (method, '
-                f'targets, ranks) or without adapters. {"Resume" if resuming else "Load"} with '
-                f'the configuration it was trained with.')
-        runner.logger.info('FLoRAHook: the loaded checkpoint holds no adapter tensors (a base '
-                           'checkpoint); the adapters keep their initialisation')
-
     def before_train(self, runner) -> None:
         """Apply ``adapter_checkpoint`` once the weights of init and ``load_from`` are in."""
         self._apply_adapter_checkpoint(runner)
