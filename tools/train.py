@@ -24,9 +24,10 @@ from mmengine.runner import Runner
 import mmflora.engine  # noqa: F401  (registers the hooks every run gets, see add_guard_hooks)
 from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401
 
-#: Hooks every run of these tools gets unless its config lists them already: they refuse a
-#: checkpoint that does not fit the model (see mmflora.engine).
-GUARD_HOOKS = ('CheckpointMatchHook', )
+#: Hooks every run of these tools gets unless its config lists them already (see
+#: mmflora.engine): refuse a checkpoint that does not fit the model; log what trains and warn
+#: about adapters whose gradient stays zero.
+GUARD_HOOKS = ('CheckpointMatchHook', 'TrainableParamsHook')
 
 
 def parse_args(argv=None):

@@ -1,5 +1,7 @@
 """Model surgery: select modules, replace them with adapter layers, freeze the rest, report."""
 import dataclasses
+import logging
+import math
 import re
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -12,6 +14,9 @@ from .geometry import SUPPORTED_BASES, supported_base_class
 from .methods import is_layer_method, layer_class
 
 KIND_CLASSES = {cls.__name__: cls for cls in SUPPORTED_BASES}
+#: The OpenMMLab glue forwards this logger to mmengine's (mmflora.apis.route_mmflora_logs).
+logger = logging.getLogger('mmflora.adapters')
+_SHOWN = 5
 
 
 @dataclasses.dataclass
@@ -37,6 +42,8 @@ class InjectionReport:
         adapter_params (int): Parameters the method added or unfroze in the selected layers.
         trainable_params (int): All trainable parameters of the model afterwards.
         total_params (int): All parameters of the model afterwards.
+        warnings (list[str]): What the injection warned about (logged at WARNING level on the
+            'mmflora.adapters' logger): capped ranks, adapters larger than their update.
     """
 
     config: AdapterConfig
@@ -44,6 +51,7 @@ class InjectionReport:
     adapter_params: int
     trainable_params: int
     total_params: int
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f'{"layer":<48} {"kind":<18} {"weight":<20} {"ranks":<16} {"mode":<10} '
@@ -262,7 +270,43 @@ def inject(model: nn.Module, config: AdapterConfig) -> InjectionReport:
     adapter_params = sum(p.numel() for p in unfrozen.values())
     total = sum(p.numel() for p in model.parameters())
     trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return InjectionReport(config, entries, adapter_params, trainable_count, total)
+    report = InjectionReport(config, entries, adapter_params, trainable_count, total)
+    report.warnings = _size_warnings(config, replacements, report)
+    for message in report.warnings:
+        logger.warning(message)
+    return report
+
+
+def _size_warnings(config: AdapterConfig, replacements: List[Tuple[str, AdapterLayer]],
+                   report: InjectionReport) -> List[str]:
+    """One message per kind of surprise: capped ranks, adapters larger than their update."""
+    messages = []
+    layers = dict(replacements)
+    capped = [(name, layer.rank_notes) for name, layer in layers.items() if layer.rank_notes]
+    if capped:
+        shown = ', '.join(f'{name!r} ({"; ".join(notes)})' for name, notes in capped[:_SHOWN])
+        messages.append(
+            f'{config.method}: ranks capped to the mode size on {len(capped)} of {len(layers)} '
+            f'layers, e.g. {shown}; those layers get fewer parameters than r={config.r!r} '
+            f'asks. Pass strict_ranks=True to refuse instead, or rank_pattern to set them')
+    larger = [(name, sum(p.numel() for p in layer.adapter_parameters().values()),
+               math.prod(layer.update_shape)) for name, layer in layers.items()]
+    larger = [entry for entry in larger if entry[1] > entry[2]]
+    if larger:
+        shown = ', '.join(f'{name!r}: {own:,} adapter parameters for an update of {size:,}'
+                          for name, own, size in larger[:_SHOWN])
+        messages.append(
+            f'{config.method}: on {len(larger)} layers the adapter is larger than the update it '
+            f'parameterises (training the update itself would cost fewer parameters), e.g. '
+            f'{shown}; lower r there (rank_pattern) or exclude those layers')
+    base = report.total_params - sum(p.numel() for layer in layers.values()
+                                     for p in layer.adapter_parameters().values())
+    if layers and report.adapter_params > base:
+        messages.append(
+            f'{config.method}: {report.adapter_params:,} adapter parameters, more adapter '
+            f'parameters than the model has ({base:,}); r={config.r!r} is far above what '
+            f'parameter-efficient fine-tuning uses (the paper: r=38 for 6.5% of ConvNeXt-V2-L)')
+    return messages
 
 
 def trainable_matches(names: Sequence[str], patterns: Optional[Sequence[str]]) -> set:

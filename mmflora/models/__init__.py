@@ -5,9 +5,11 @@ mmengine's root ``MODELS`` registry, where the mmdet, mmseg and mmrotate
 registries find them. Configs import it with
 ``custom_imports=dict(imports=['mmflora.models'])``.
 """
+from mmflora.apis.log_bridge import route_mmflora_logs
 from mmflora.compat import apply_compat_shims
 
 apply_compat_shims()
+route_mmflora_logs()
 
 from .checkpoint_formats import (FORMATS, convert_to_backbone, detect_format,
                                  load_checkpoint_file, unwrap_state_dict)  # noqa: E402
