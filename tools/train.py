@@ -25,9 +25,10 @@ import mmflora.engine  # noqa: F401  (registers the hooks every run gets, see ad
 from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401
 
 #: Hooks every run of these tools gets unless its config lists them already (see
-#: mmflora.engine): refuse a checkpoint that does not fit the model; log what trains and warn
-#: about adapters whose gradient stays zero.
-GUARD_HOOKS = ('CheckpointMatchHook', 'TrainableParamsHook')
+#: mmflora.engine): refuse a checkpoint that does not fit the model; keep the random state in
+#: checkpoints (exact resume with dropout); log what trains and warn about adapters whose
+#: gradient stays zero.
+GUARD_HOOKS = ('CheckpointMatchHook', 'RandomStateHook', 'TrainableParamsHook')
 
 
 def parse_args(argv=None):

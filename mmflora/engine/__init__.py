@@ -12,9 +12,9 @@ apply_compat_shims()
 route_mmflora_logs()
 
 from .hooks import (AdapterCheckpointHook, CheckpointMatchHook, DeltaWeightStatsHook,  # noqa: E402
-                    FLoRAHook, TrainableParamsHook)
+                    FLoRAHook, RandomStateHook, TrainableParamsHook)
 
 __all__ = [
     'FLoRAHook', 'AdapterCheckpointHook', 'CheckpointMatchHook', 'DeltaWeightStatsHook',
-    'TrainableParamsHook'
+    'RandomStateHook', 'TrainableParamsHook'
 ]

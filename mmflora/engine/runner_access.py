@@ -56,6 +56,12 @@ def is_training_run(runner) -> bool:
     return isinstance(runner.optim_wrapper, (OptimWrapper, OptimWrapperDict))
 
 
+def trains_by_epoch(runner) -> bool:
+    """Whether the runner's training loop is epoch-based (``EpochBasedTrainLoop``)."""
+    from mmengine.runner import EpochBasedTrainLoop
+    return isinstance(runner.train_loop, EpochBasedTrainLoop)
+
+
 def checkpoint_source(runner, checkpoint: dict) -> str:
     """The file a checkpoint being loaded came from, for messages.
 

@@ -8,10 +8,11 @@ from .adapter_checkpoint_hook import ADAPTER_SUFFIX, AdapterCheckpointHook, adap
 from .checkpoint_match_hook import CheckpointMatchHook, compare_checkpoint
 from .dw_stats_hook import DeltaWeightStatsHook, amplification_factor, matricise
 from .flora_hook import FLoRAHook
+from .random_state_hook import RandomStateHook
 from .trainable_params_hook import TrainableParamsHook, trainable_summary
 
 __all__ = [
     'FLoRAHook', 'AdapterCheckpointHook', 'CheckpointMatchHook', 'DeltaWeightStatsHook',
-    'TrainableParamsHook', 'adapter_path_for', 'compare_checkpoint', 'trainable_summary',
+    'RandomStateHook', 'TrainableParamsHook', 'adapter_path_for', 'compare_checkpoint', 'trainable_summary',
     'ADAPTER_SUFFIX', 'amplification_factor', 'matricise'
 ]

@@ -1,0 +1,111 @@
+"""Keep the random generators' state in checkpoints, so a resumed run with dropout is exact.
+
+mmengine's checkpoints hold no random state: after ``--resume`` the dropout masks (the heads'
+dropout, an adapter's ``dropout``) differ from those of the uninterrupted run, and so does
+every tensor trained afterwards. This hook saves the state of torch's CPU and CUDA generators,
+NumPy's and Python's — for every rank — in ``checkpoint['meta']['random_state']``.
+
+The state is put back at the start of the first iteration after the checkpoint (the first
+epoch for epoch-based loops), in the resumed run *and* in the run that saved it. Between a
+checkpoint and the next iteration both runs consume random numbers differently (the
+uninterrupted one may validate; a resumed iteration-based loop replays the dataloader to its
+position; a new dataloader iterator draws a seed), and rewinding both to the saved state at the
+same point makes what follows identical. Exact when the data pipeline draws no random numbers
+in the main process (dataloader workers, ``num_workers >= 1``, are seeded by mmengine from the
+run's seed and replay the same way; random augmentations with ``num_workers=0`` do not).
+"""
+import random
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from ..runner_access import is_resuming, trains_by_epoch
+
+#: Key of the saved generator states (one entry per rank) in ``checkpoint['meta']``.
+RANDOM_STATE_KEY = 'random_state'
+
+
+def capture_random_state() -> Dict:
+    """The state of this process's generators, as tensors, ints and lists (no numpy types,
+    so it loads under ``torch.load(weights_only=True)``)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = dict(torch=torch.get_rng_state(),
+                 numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)),
+                            position=int(position), has_gauss=int(has_gauss),
+                            cached_gaussian=float(cached)),
+                 python=dict(version=version, internal=list(internal), gauss_next=gauss_next))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: Dict) -> None:
+    """Put this process's generators back to ``state`` (see :func:`capture_random_state`)."""
+    torch.set_rng_state(state['torch'])
+    saved = state['numpy']
+    np.random.set_state((saved['kind'], saved['keys'].numpy().astype(np.uint32),
+                         saved['position'], saved['has_gauss'], saved['cached_gaussian']))
+    python = state['python']
+    random.setstate((python['version'], tuple(python['internal']), python['gauss_next']))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Save the random generators' state with every checkpoint and restore it on resume.
+
+    ``tools/train.py`` adds this hook to every run; with other launchers put
+    ``dict(type='RandomStateHook')`` in ``custom_hooks`` (the shipped configs do).
+    """
+
+    priority = 'LOWEST'  # rewind after every other before_train_iter/epoch hook
+
+    def __init__(self) -> None:
+        self._rewind_to: Optional[Dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store every rank's generator state in the checkpoint (called on every rank)."""
+        state = capture_random_state()
+        states: List[Dict] = all_gather_object(state) if get_world_size() > 1 else [state]
+        checkpoint.setdefault('meta', {})[RANDOM_STATE_KEY] = states
+        self._rewind_to = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """On resume, keep this rank's saved state for the first iteration."""
+        states = (checkpoint.get('meta') or {}).get(RANDOM_STATE_KEY)
+        if not is_resuming(runner):
+            return
+        if not states:
+            runner.logger.warning('RandomStateHook: the resumed checkpoint holds no random '
+                                  'state (saved without this hook); dropout and other random '
+                                  'draws will differ from the interrupted run')
+            return
+        rank = get_rank()
+        if len(states) != get_world_size():
+            runner.logger.warning(f'RandomStateHook: the checkpoint holds the random state of '
+                                  f'{len(states)} processes and this run has '
+                                  f'{get_world_size()}; rank {rank} takes the state of rank '
+                                  f'{rank % len(states)}, so random draws are not those of the '
+                                  f'interrupted run')
+        self._rewind_to = states[rank % len(states)]
+
+    def before_train_epoch(self, runner) -> None:
+        """Epoch-based loops: rewind before the epoch's dataloader draws its seed."""
+        if trains_by_epoch(runner):
+            self._rewind()
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """Iteration-based loops: rewind before the first step after the checkpoint."""
+        if not trains_by_epoch(runner):
+            self._rewind()
+
+    def _rewind(self) -> None:
+        if self._rewind_to is not None:
+            restore_random_state(self._rewind_to)
+            self._rewind_to = None
