@@ -2,12 +2,13 @@
 import os.path as osp
 
 import torch
+from mmengine.registry import MODELS
 from mmengine.testing import RunnerTestCase
 
 import mmflora.engine  # noqa: F401  (registers the hooks, applies the compat shims)
 from mmflora.adapters import iter_adapter_layers
 from mmflora.engine import FLoRAHook
-from .toys import adapter_tensors, base_checkpoint, runner_cfg
+from .toys import MMFloraToyConvNet, adapter_tensors, base_checkpoint, runner_cfg
 
 FLORA = dict(type='FLoRAHook', method='flora', r=2, exclude=['head'], trainable=['head'])
 SNAPSHOT = dict(type='MMFloraSnapshotHook')
@@ -198,3 +199,32 @@ class TestFLoRAHook(RunnerTestCase):
         for registry in (MMDET_HOOKS, MMSEG_HOOKS, MMROTATE_HOOKS):
             for name in ('FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook'):
                 self.assertIsNotNone(registry.get(name), f'{registry.scope}: {name}')
+
+
+
+class ToyStem(torch.nn.Conv2d):
+    """A Conv2d subclass (keeps nn.Conv2d's forward), to be named as a target class."""
+
+
+@MODELS.register_module(force=True)
+class MMFloraToyStemNet(MMFloraToyConvNet):
+    """The toy model whose stem is a ToyStem."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        stem = ToyStem(3, 8, 4, stride=4)
+        stem.load_state_dict(self.stem.state_dict())
+        self.stem = stem
+
+
+class TestClassTargets(RunnerTestCase):
+
+    def test_class_targets_reach_the_injection_as_classes(self):
+        # Before, the hook turned classes into names and back: 'ToyStem' then matched nothing.
+        # A class cannot sit in a config file (it would not dump), so the hook is registered
+        # in Python, as a script using the Runner would.
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [], max_iters=1,
+                                              model=dict(type='MMFloraToyStemNet')))
+        runner.register_hook(FLoRAHook(method='flora', r=2, targets=[ToyStem]))
+        runner.train()
+        self.assertEqual([name for name, _ in iter_adapter_layers(unwrapped(runner))], ['stem'])
