@@ -134,15 +134,25 @@ def main(argv=None) -> None:
           f'    python tools/test.py {plain_config} {args.out}')
 
 
+#: Hooks that act on adapters: a merged model has none, so its config drops them.
+ADAPTER_HOOKS = ('FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook')
+
+
 def write_plain_config(cfg, out: str) -> str:
-    """Write the training config with the plain backbone beside ``out`` (``x.pth`` -> ``x.py``)."""
+    """Write the training config with the plain backbone beside ``out`` (``x.pth`` -> ``x.py``).
+
+    It loads ``out``; the training ``work_dir`` and the hooks that act on adapters are dropped
+    (a test of the merged model writes to ``work_dirs/<merged config name>`` as usual).
+    """
     path = osp.splitext(out)[0] + '.py'
     plain = copy.deepcopy(cfg)
     plain.model = plain_model_config(cfg.model)
     plain.load_from = out
+    plain.pop('work_dir', None)
+    plain.custom_hooks = [hook for hook in plain.get('custom_hooks') or []
+                          if str(hook.get('type')).split('.')[-1] not in ADAPTER_HOOKS]
     plain.dump(path)
     return path
-
 
 if __name__ == '__main__':
     main()

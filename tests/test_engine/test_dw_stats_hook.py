@@ -121,3 +121,18 @@ class TestDeltaWeightStatsHook(RunnerTestCase):
         series = tool.read_dw_series(tool.find_scalar_log(self.temp_dir.name))
         self.assertEqual([s for s, _ in series['dw/norm_mean']], [1, 2, 3])
         self.assertEqual(list(tool.layer_values(series, 'dw/amp/', 3, ['^fc'])), ['fc1', 'fc2'])
+
+
+class TestDeltaWeightStatsTiming(RunnerTestCase):
+
+    def test_its_time_is_logged_apart_and_not_as_the_next_iterations_data_time(self):
+        runner = self.build_runner(runner_cfg(
+            self.temp_dir.name, [FLORA, dict(type='DeltaWeightStatsHook', interval=1)],
+            max_iters=2, default_hooks=dict(timer=dict(type='IterTimerHook'),
+                                            logger=dict(type='LoggerHook', interval=1))))
+        order = [type(h).__name__ for h in runner.hooks]
+        # after_train_iter runs in this order: the stats are inside the timed iteration.
+        self.assertLess(order.index('DeltaWeightStatsHook'), order.index('IterTimerHook'))
+        runner.train()
+        self.assertIn('train/dw_stats_time', runner.message_hub.log_scalars)
+        self.assertGreater(runner.message_hub.get_scalar('train/dw_stats_time').current(), 0)

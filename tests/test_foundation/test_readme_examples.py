@@ -36,6 +36,40 @@ def test_inherited_config_example_loads_and_its_schedule_follows_max_epochs(tmp_
     assert steps and all(s['end'] == 24 and max(s['milestones']) < 24 for s in steps)
 
 
+def test_inherited_config_example_warms_up_within_the_first_epoch_of_a_small_dataset(tmp_path):
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+    (block, ) = python_blocks('# configs/my_project/')
+    folder = tmp_path / 'configs' / 'my_project'
+    folder.mkdir(parents=True)
+    (tmp_path / 'configs' / 'flora').symlink_to(REPO / 'configs' / 'flora')
+    (tmp_path / 'configs' / '_base_').symlink_to(REPO / 'configs' / '_base_')
+    path = folder / 'maskrcnn_flora_balloons.py'
+    path.write_text(block)
+    cfg = Config.fromfile(str(path))
+    # 61 balloon images at the paper's batch of 32: 2 iterations an epoch, 48 in all.
+    epoch_length, base_lr = 2, cfg.optim_wrapper.optimizer.lr
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
+    schedulers = []
+    for step in cfg.param_scheduler:
+        step = dict(step)
+        if step.pop('convert_to_iter_based', False):
+            scheduler = PARAM_SCHEDULERS.get(step.pop('type')).build_iter_from_epoch(
+                optimizer, epoch_length=epoch_length, **step)
+        else:
+            scheduler = PARAM_SCHEDULERS.build(step, default_args=dict(optimizer=optimizer))
+        schedulers.append(scheduler)
+    lrs = []
+    for iteration in range(epoch_length * cfg.train_cfg.max_epochs):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for scheduler in schedulers:
+            if not scheduler.by_epoch or (iteration + 1) % epoch_length == 0:
+                scheduler.step()
+    assert lrs[0] < base_lr / 100  # warming up
+    assert abs(lrs[epoch_length] - base_lr) < 1e-12  # the full rate from the second epoch
+
+
 def test_adapter_core_snippet_runs(tmp_path):
     (block, ) = python_blocks('from mmflora.adapters import')
     result = subprocess.run([sys.executable, '-c', block], cwd=tmp_path, capture_output=True,
