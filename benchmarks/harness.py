@@ -129,13 +129,13 @@ def time_interleaved(cases: Sequence[Case], reps: int, warmup: int, device: torc
         catch (tuple): Exception types that fail one case (recorded in ``case.error``, the case
             is left out of later repetitions) instead of the whole comparison, e.g.
             ``torch.cuda.OutOfMemoryError``. Defaults to none.
-        out_of_time (callable): Asked before each repetition; True stops the timing (cases
-            keep the repetitions they have). Defaults to never.
+        out_of_time (callable): Asked before each repetition after the first timed one; True
+            stops the timing (cases keep the repetitions they have). Defaults to never.
     """
     runnable = [c for c in cases if c.runnable]
     budget = {id(c): reps for c in runnable}
     for rep in range(warmup + reps):
-        if rep > 0 and out_of_time():
+        if rep > warmup and out_of_time():
             break
         shift = rep % max(len(runnable), 1)
         for case in runnable[shift:] + runnable[:shift]:

@@ -42,11 +42,11 @@ def test_an_uncaught_failure_still_raises():
     raise AssertionError('the ValueError was swallowed')
 
 
-def test_out_of_time_stops_after_the_running_repetition():
+def test_out_of_time_still_runs_the_warm_up_and_one_timed_repetition():
     order = []
     cases = recording_cases(order)
-    time_interleaved(cases, reps=5, warmup=0, device=CPU, out_of_time=lambda: True)
-    assert order == list('abc')
+    time_interleaved(cases, reps=5, warmup=1, device=CPU, out_of_time=lambda: True)
+    assert order == list('abc' 'bca')
     assert [len(case.times) for case in cases] == [1, 1, 1]
 
 
