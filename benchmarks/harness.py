@@ -1,0 +1,237 @@
+"""Running the methods of one comparison side by side: interleaved timing and peak memory.
+
+Times are medians of repetitions interleaved across the methods of one comparison (each
+repetition runs every method once, in a rotated order), so a busy machine slows all of them
+alike and the ratios stay meaningful; absolute times are noise on shared machines.
+
+On CUDA a step is timed with CUDA events recorded around it on the current stream (after a
+``torch.cuda.synchronize``, and read once the end event has completed). On CPU with one torch
+thread the timer is the thread's CPU time, else wall-clock time (see ``clock``).
+
+Peak memory is the most bytes held by tensors at any point of one step, weights, inputs and
+optimizer state included: the bytes of the method's tensors alive before the step, plus the
+highest the allocations and frees during the step rise above that. On CUDA that rise is
+``torch.cuda.max_memory_allocated`` (its peak reset first) less what was allocated before; on
+CPU it is the highest running sum of the allocations and frees that ``torch.profiler``
+(``profile_memory=True``) records from PyTorch's CPU allocator (activations saved for backward,
+gradients, temporaries); memory that a library allocates behind PyTorch's back (oneDNN scratch
+space) is not seen.
+"""
+import dataclasses
+import statistics
+import time
+import warnings
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclasses.dataclass
+class Case:
+    """One method in a comparison: ``step`` runs what is timed, ``reset`` tidies up after it.
+
+    Args:
+        key (str): Identifies the method in the results data.
+        label (str): The row label in the report.
+        step (callable, optional): One timed run; None for a method that refused the layer.
+        reset (callable): Clears what a step leaves behind (gradients). Defaults to nothing.
+        note (str): What the report says beside the figures (the refusal, the paths taken).
+        params (int): Trainable parameters of the method.
+        persistent (callable): Bytes of the method's tensors alive before a step.
+    """
+
+    key: str
+    label: str
+    step: Optional[Callable[[], None]]
+    reset: Callable[[], None] = lambda: None
+    note: str = ''
+    params: int = 0
+    times: List[float] = dataclasses.field(default_factory=list)
+    peak: Optional[int] = None
+    persistent: Callable[[], int] = lambda: 0
+    error: str = ''
+
+    @property
+    def runnable(self) -> bool:
+        return self.step is not None and not self.error
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float('nan')
+
+
+def clock(device: torch.device) -> Callable[[], float]:
+    """The CPU-side timer: this thread's CPU time when it alone computes, else wall-clock time.
+
+    With one torch thread on CPU every op and the autograd engine run in the calling thread,
+    so its CPU time is the cost of the step, free of the time slices that other jobs on a
+    shared machine take; with more threads only wall-clock time is meaningful. (On CUDA the
+    harness times with events instead, see ``timed_step``.)
+    """
+    if device.type == 'cpu' and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed_step(step: Callable[[], None], device: torch.device) -> float:
+    """Run ``step`` once and return its duration in seconds (CUDA events on CUDA)."""
+    synchronize(device)
+    if device.type == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    now = clock(device)
+    start_time = now()
+    step()
+    return now() - start_time
+
+
+def describe_error(error: BaseException) -> str:
+    """A short record of why a case failed (out of memory is named as such)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError) or 'out of memory' in str(error):
+        return 'out of memory'
+    return f'{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ""}'
+
+
+def _fail(case: Case, error: BaseException, device: torch.device) -> None:
+    case.error = describe_error(error)
+    try:
+        case.reset()
+    finally:
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+
+
+def time_interleaved(cases: Sequence[Case], reps: int, warmup: int, device: torch.device,
+                     slow: float = 1.0, slow_reps: int = 3,
+                     catch: Tuple[Type[BaseException], ...] = (),
+                     out_of_time: Callable[[], bool] = lambda: False) -> None:
+    """Run every case once per repetition, rotating the order; keep the timed repetitions.
+
+    Args:
+        cases (Sequence[Case]): The methods of one comparison.
+        reps (int): Timed repetitions.
+        warmup (int): Untimed repetitions first.
+        device (torch.device): Where the cases run.
+        slow (float): A case whose warm-up run took more than this many seconds (a dense
+            reference that is orders of magnitude behind) is timed only ``slow_reps`` times.
+            Defaults to 1.0.
+        slow_reps (int): See ``slow``. Defaults to 3.
+        catch (tuple): Exception types that fail one case (recorded in ``case.error``, the case
+            is left out of later repetitions) instead of the whole comparison, e.g.
+            ``torch.cuda.OutOfMemoryError``. Defaults to none.
+        out_of_time (callable): Asked before each repetition after the first timed one; True
+            stops the timing (cases keep the repetitions they have). Defaults to never.
+    """
+    runnable = [c for c in cases if c.runnable]
+    budget = {id(c): reps for c in runnable}
+    for rep in range(warmup + reps):
+        if rep > warmup and out_of_time():
+            break
+        shift = rep % max(len(runnable), 1)
+        for case in runnable[shift:] + runnable[:shift]:
+            if case.error or (rep >= warmup and len(case.times) >= budget[id(case)]):
+                continue
+            try:
+                elapsed = timed_step(case.step, device)
+                case.reset()
+            except catch as error:
+                _fail(case, error, device)
+                continue
+            if rep >= warmup:
+                case.times.append(elapsed)
+            elif elapsed > slow:
+                budget[id(case)] = min(reps, slow_reps)
+
+
+def tensor_bytes(tensors: Iterable[Optional[Tensor]]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (shared storages counted once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None:
+            continue
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+def state_tensors(*modules: nn.Module, optimizer=None, extra=()) -> List[Tensor]:
+    """The tensors that live across steps: parameters, buffers, gradients, optimizer state."""
+    tensors = list(extra)
+    for module in modules:
+        tensors += list(module.parameters()) + list(module.buffers())
+        tensors += [p.grad for p in module.parameters() if p.grad is not None]
+        for sub in module.modules():  # plain tensor attributes: merge backups, cached weights
+            tensors += [v for v in sub.__dict__.values() if isinstance(v, Tensor)]
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, Tensor)]
+    return tensors
+
+
+def measure_peak(case: Case, device: torch.device,
+                 catch: Tuple[Type[BaseException], ...] = ()) -> None:
+    """Peak bytes held during one ``case.step`` (see the module docstring for the method).
+
+    Args:
+        case (Case): Its ``peak`` is set, or its ``error`` when the step raises one of ``catch``.
+        device (torch.device): Where the case runs.
+        catch (tuple): Exception types recorded instead of raised. Defaults to none.
+    """
+    try:
+        if device.type == 'cuda':
+            case.peak = _cuda_peak(case, device)
+        else:
+            case.peak = _cpu_peak(case)
+        case.reset()
+    except catch as error:
+        case.peak = None
+        _fail(case, error, device)
+
+
+def _cuda_peak(case: Case, device: torch.device) -> int:
+    # Every method's model sits on the device at once: count this case's own tensors and the
+    # peak it adds on top of what was allocated before its step.
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    allocated = torch.cuda.memory_allocated(device)
+    case.step()
+    synchronize(device)
+    return case.persistent() + torch.cuda.max_memory_allocated(device) - allocated
+
+
+def _cpu_peak(case: Case) -> int:
+    from torch.profiler import ProfilerActivity, profile
+    before = case.persistent()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            case.step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == '[memory]')
+    running = highest = 0
+    for _, nbytes in events:
+        running += nbytes
+        highest = max(highest, running)
+    return before + highest
+
+
+def measure(cases: Sequence[Case], reps: int, warmup: int, device: torch.device,
+            memory: bool = True) -> None:
+    """Time the cases interleaved, then take one memory measurement of each."""
+    time_interleaved(cases, reps, warmup, device)
+    if memory:
+        for case in cases:
+            if case.runnable:
+                measure_peak(case, device)

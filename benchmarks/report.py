@@ -1,0 +1,263 @@
+"""The markdown report (BENCHMARKS.md) rendered from the results data.
+
+Nothing is measured here: ``render`` reads the dict the sections produced (the same dict that is
+written as JSON beside the markdown), so a run can be re-rendered from its JSON.
+"""
+from typing import Dict, List, Optional
+
+from .records import find, ratio
+from .settings import MiB, PAPER
+from .targets import summary
+
+
+def fmt_ratio(value: float, digits: int = 2) -> str:
+    return '—' if value != value else f'{value:.{digits}f}x'
+
+
+def layer_tables(layers: List[dict]) -> List[str]:
+    """Per family: a time table and a peak-memory table, ratios to the frozen base."""
+    lines = []
+    families = []
+    for layer in layers:
+        if layer['family'] not in families:
+            families.append(layer['family'])
+    for family in families:
+        columns = [layer for layer in layers if layer['family'] == family]
+        keys = []
+        for layer in columns:
+            for case in layer['cases']:
+                if case['key'] not in [k for k, _ in keys]:
+                    keys.append((case['key'], case['label']))
+        for field, title in (('ms', 'time'), ('peak', 'peak memory')):
+            lines += [f'**{family} — forward + backward {title}, x frozen base**', '']
+            lines.append('| method | ' + ' | '.join(c['column'] for c in columns) + ' |')
+            lines.append('|---|' + '---:|' * len(columns))
+            unit = (lambda v: f'{v:.1f} ms') if field == 'ms' else (lambda v: f'{v / MiB:.1f} MiB')
+            lines.append('| *frozen base, absolute* | ' + ' | '.join(
+                unit(find(c['cases'], 'base')[field]) for c in columns) + ' |')
+            for key, label in keys:
+                cells = []
+                for layer in columns:
+                    case = next((c for c in layer['cases'] if c['key'] == key), None)
+                    if case is None:
+                        cells.append('')
+                    elif case['peak'] is None:
+                        cells.append(case['note'] or 'n/a')
+                    else:
+                        cell = fmt_ratio(ratio(case, find(layer['cases'], 'base'), field))
+                        if field == 'ms' and case['note']:
+                            cell += f" ({case['note'].replace('auto -> ', '')})"
+                        cells.append(cell)
+                lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+            if family == 'depthwise 7x7':
+                key_ratios = [ratio(find(c['cases'], 'flora-dense-auto'),
+                                    find(c['cases'], 'twoconv-dense'), field) for c in columns]
+                lines.append('| **FLoRA dense auto / two-conv dense** | ' + ' | '.join(
+                    f'**{fmt_ratio(value, 3)}**' for value in key_ratios) + ' |')
+            lines.append('')
+    return lines
+
+
+def roles_of(bd: dict) -> Dict[str, dict]:
+    """The breakdown rows summed per role: layer count, FLoRA and LoRA ms, FLoRA's paths."""
+    roles: Dict[str, dict] = {}
+    for row in bd['rows']:
+        entry = roles.setdefault(row['role'], dict(count=0, flora=0.0, lora=0.0, paths={}))
+        entry['count'] += row['count']
+        for method in ('flora', 'lora'):
+            entry[method] += row[method]['ms'] * row['count']
+        path = row['flora']['path']
+        entry['paths'][path] = entry['paths'].get(path, 0) + row['count']
+    return roles
+
+
+def breakdown_table(bd: dict) -> List[str]:
+    """Per role: isolated layer times and saved activations, FLoRA against LoRA."""
+    roles = roles_of(bd)
+    lines = ['## Where the backbone step goes: FLoRA against LoRA by layer role', '',
+             f"Each adapter layer of `{bd['model']}` ({bd['px']} px, batch {bd['batch']}) timed "
+             'alone at the input shape it sees in the backbone (forward + backward, interleaved '
+             'median), summed over the layers of that role; and the activations each method '
+             'saves for backward in one backbone forward, by role (parameters excluded). '
+             f"FLoRA dense auto r={bd['flora_r']}, LoRA r={PAPER['lora_r']}.", '',
+             '| role | layers | FLoRA | LoRA | FLoRA - LoRA | FLoRA / LoRA | FLoRA paths '
+             '| saved, FLoRA | saved, LoRA |',
+             '|---|---:|---:|---:|---:|---:|---|---:|---:|']
+    total = dict(flora=0.0, lora=0.0)
+    for role, entry in roles.items():
+        total['flora'] += entry['flora']
+        total['lora'] += entry['lora']
+        paths = ', '.join(f'{p} {n}' for p, n in sorted(entry['paths'].items()))
+        lines.append(
+            f"| {role} | {entry['count']} | {entry['flora']:.1f} ms | {entry['lora']:.1f} ms | "
+            f"{entry['flora'] - entry['lora']:+.1f} ms | "
+            f"{fmt_ratio(entry['flora'] / entry['lora'])} | {paths} | "
+            f"{bd['saved']['flora'].get(role, 0) / MiB:.1f} MiB | "
+            f"{bd['saved']['lora'].get(role, 0) / MiB:.1f} MiB |")
+    if 'other' in bd['saved']['flora']:
+        lines.append('| other layers (norms, GELU, GRN, head) | | | | | | | '
+                     f"{bd['saved']['flora']['other'] / MiB:.1f} MiB | "
+                     f"{bd['saved']['lora'].get('other', 0) / MiB:.1f} MiB |")
+    saved_total = {m: sum(bd['saved'][m].values()) / MiB for m in ('flora', 'lora')}
+    lines.append(
+        f"| **all** | | **{total['flora']:.1f} ms** | **{total['lora']:.1f} ms** | "
+        f"**{total['flora'] - total['lora']:+.1f} ms** | "
+        f"**{fmt_ratio(total['flora'] / total['lora'])}** | | "
+        f"**{saved_total['flora']:.1f} MiB** | **{saved_total['lora']:.1f} MiB** |")
+    lines.append('')
+    return lines
+
+
+def preamble(results: dict) -> List[str]:
+    """Title, the machine and how everything is measured."""
+    env, profile, device = results['environment'], results['profile'], results['device']
+    return [
+        '# mmflora benchmarks: FLoRA against LoRA, DoRA, the two-conv formulation and the '
+        'frozen base', '',
+        f'Generated by `{results["command"]}` on {results["date"]} '
+        f'({results["seconds"]:.0f} s). Do not edit by hand: rerun the script.', '',
+        '## Machine', '',
+        f'- device: {device}' + (f" ({env['gpu']})" if 'gpu' in env else ''),
+        f"- CPU: {env['cpu']}, {env['cores']} cores visible, torch threads: {env['threads']}",
+        f"- load average (1 min) at start / end: {results['load'][0]} / {results['load'][1]}"
+        + (' — the machine was busy with other jobs' if max(results['load']) > max(
+            env['cores'] - env['threads'], 1) else ''),
+        '- versions: ' + ', '.join(f'{k} {v}' for k, v in env['versions'].items()),
+        f"- platform: {env['platform']}", '',
+        '## How it is measured', '',
+        '- Every comparison (one layer, the backbone, inference) runs its methods '
+        'interleaved: each repetition runs every method once, in an order rotated per '
+        f"repetition; the figure is the median of {profile['layer_reps']} (layers), "
+        f"{profile['backbone_reps']} (backbone) and {profile['infer_reps']} (inference) "
+        'timed repetitions after warm-up (methods more than 1 s per run, the dense '
+        'references, get 3). Cells are ratios to the row named in the title.',
+        '- Timer: ' + (
+            'CPU time of the computing thread (`time.thread_time`): with one torch thread '
+            'every op and the autograd engine run in the calling thread, so this is the '
+            "step's cost without the time slices other jobs take on a shared machine."
+            if device == 'cpu' and env['threads'] == 1 else
+            'CUDA events recorded around each step (after `torch.cuda.synchronize`).'
+            if device == 'cuda' else 'wall-clock time (`time.perf_counter`).'),
+        '- Peak memory: bytes of the method\'s tensors alive before the step (weights, '
+        'input, optimizer state, cached or backed-up weights) plus the most the step '
+        'allocates on top (saved activations, gradients, temporaries): ' + (
+            '`torch.cuda.max_memory_allocated` less what was allocated before the step.'
+            if device == 'cuda' else
+            'the highest running sum of the allocations and frees that `torch.profiler` '
+            '(profile_memory=True) records from the CPU allocator. Allocations made '
+            'outside PyTorch\'s allocator (oneDNN scratch space) are not seen.'),
+        f"- FLoRA: r3 = {PAPER['r_kernel']}, s = {PAPER['scale']}; LoRA and DoRA alpha = r. "
+        'Zero-initialised adapter tensors (FLoRA core, LoRA B) get small random values. '
+        '"dense" adapts a depthwise conv with an update spanning all input channels (the '
+        'mode whose count gives the paper\'s 12.8M at r=38); "structured" keeps the '
+        'depthwise weight\'s own (C, 1, 7, 7) shape.',
+        '- Two-conv reference: the frozen base layer plus a second conv (or linear) whose '
+        'weight is the full Tucker reconstruction rebuilt at every forward, as in the '
+        'official release; its dense variant convolves over all input channels.',
+        '- PEFT LoRA: `peft.get_peft_model(model, LoraConfig(r=8, lora_alpha=8, ...))`, '
+        'calling the wrapped inner model. PEFT refuses depthwise convs unless the rank is a '
+        'multiple of the groups, so its backbone row leaves them out (smaller budget).', '']
+
+
+def layers_section(results: dict) -> List[str]:
+    profile = results['profile']
+    dims = profile['dims']
+    return ['## Per layer (ConvNeXt-V2-L shapes)', '',
+            f"Stage widths {', '.join(map(str, dims))}; batch {profile['batch']}; "
+            f"feature maps of a {profile['image']} px image (the \"@N\" in a column is "
+            'the map size). '
+            f"FLoRA r = {PAPER['flora_r']}, LoRA/DoRA r = {PAPER['lora_r']} (the paper's "
+            'ConvNeXt-V2-L budgets). The frozen base needs only the input gradient (none '
+            'for the stem, whose input is the image). Time cells give the path the '
+            'automatic choice took.', ''] + layer_tables(results['layers'])
+
+
+def backbone_section(bb: dict) -> List[str]:
+    lines = ['## Whole backbone: one training step', '',
+             f"timm `{bb['model']}`, batch {bb['batch']} at {bb['px']} px, forward + "
+             'backward + AdamW step, loss on the (frozen) head output. Budgets matched to '
+             f"LoRA r={PAPER['lora_r']} ({bb['budget']:,} parameters) with `solve_rank`: "
+             f"FLoRA r = {bb['flora_r_dense']} dense, {bb['flora_r_structured']} "
+             'structured.', '',
+             '| method | trainable | step | x LoRA | x frozen base | peak memory | x LoRA '
+             '| automatic paths |',
+             '|---|---:|---:|---:|---:|---:|---:|---|']
+    lora, base = find(bb['cases'], 'lora'), find(bb['cases'], 'base')
+    for case in bb['cases']:
+        if case['peak'] is None:
+            lines.append(f"| {case['label']} | | {case['note']} | | | | | |")
+            continue
+        lines.append(
+            f"| {case['label']} | {case['params']:,} | {case['ms']:.0f} ms | "
+            f"{fmt_ratio(ratio(case, lora))} | {fmt_ratio(ratio(case, base))} | "
+            f"{case['peak'] / MiB:.0f} MiB | {fmt_ratio(ratio(case, lora, 'peak'))} | "
+            f"{case['note']} |")
+    lines.append('')
+    return lines
+
+
+def inference_section(inf: dict) -> List[str]:
+    base = find(inf['cases'], 'base')
+    lines = ['## Inference', '',
+             f"timm `{inf['model']}`, batch {inf['batch']} at {inf['px']} px, eval mode, "
+             'no_grad, same budgets as above. A structured update has the depthwise '
+             "weight's own shape and folds into it; a dense one spans all input channels, "
+             'so it folds only by turning the depthwise conv into a dense conv '
+             '(`convert_dense=True`), or stays a factorised branch beside it. Merging in '
+             'place keeps a copy of W0 for `unmerge` (counted in the peak).', '',
+             '| model | forward | x base | peak memory | automatic paths |',
+             '|---|---:|---:|---:|---|']
+    for case in inf['cases']:
+        lines.append(f"| {case['label']} | {case['ms']:.1f} ms | "
+                     f"{fmt_ratio(ratio(case, base), 3)} | {case['peak'] / MiB:.0f} MiB | "
+                     f"{case['note']} |")
+    lines.append('')
+    return lines
+
+
+def storage_section(st: dict) -> List[str]:
+    lines = ['## Storage', '',
+             f"timm `{st['model']}` (head excluded from adaptation): "
+             '`save_adapters` (safetensors with metadata) against '
+             '`torch.save(model.state_dict())`.', '',
+             '| file | trainable params | size | x full checkpoint |',
+             '|---|---:|---:|---:|',
+             f"| full checkpoint | — | {st['full_bytes'] / MiB:.1f} MiB | 1.000x |"]
+    for method in ('flora', 'lora'):
+        entry = st[method]
+        lines.append(f"| {method} r={entry['r']} adapter file | {entry['params']:,} | "
+                     f"{entry['bytes'] / MiB:.1f} MiB | "
+                     f"{entry['bytes'] / st['full_bytes']:.3f}x |")
+    lines.append('')
+    return lines
+
+
+def summary_lines(results: dict) -> List[str]:
+    """One line per target: the measured ratio, the target and the verdict."""
+    lines = ['## Summary', '']
+    for entry in summary(results):
+        value, limit = entry['value'], entry['limit']
+        shown = f'{value:.3f}'
+        if value == value and float(shown) == limit and value != limit:  # 0.10003 is no 0.100
+            shown = f'{value:.5f}'
+        lines.append(f"- {entry['text']}: {shown}x (target <= {limit:.2f}x) {entry['verdict']}")
+    return lines
+
+
+def render(results: dict, notes: Optional[str] = None) -> str:
+    """BENCHMARKS.md for ``results``, with the hand-written ``notes`` before the summary."""
+    lines = preamble(results)
+    if 'layers' in results:
+        lines += layers_section(results)
+    if 'backbone' in results:
+        lines += backbone_section(results['backbone'])
+    if 'breakdown' in results:
+        lines += breakdown_table(results['breakdown'])
+    if 'inference' in results:
+        lines += inference_section(results['inference'])
+    if 'storage' in results:
+        lines += storage_section(results['storage'])
+    if notes:
+        lines += [notes, '']
+    lines += summary_lines(results)
+    return '\n'.join(lines) + '\n'

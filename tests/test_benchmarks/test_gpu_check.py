@@ -1,0 +1,207 @@
+"""benchmarks/gpu_check.py keeps working: its --device cpu --quick run goes through every code
+path that does not need CUDA, as the GPU machine would run it (no OpenMMLab, no installed
+mmflora), and its results data says every check passed and every case was measured.
+
+No speed is asserted: only that the figures exist, are finite and agree with each other.
+"""
+import hashlib
+import json
+import math
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from benchmarks import gpu_cli
+from benchmarks.gpu_train import TABLE5, METHODS, TrainMethod, build_models, measure_size
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
+GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
+COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('GPU.md', 'GPU.json')]
+
+# A bug in the adapter core, reported to the lead: FLoRA's merged path (the whole-update
+# reconstruction) fails under autocast, tensordot meeting an fp32 factor and a bf16 product.
+# Until it is fixed, the checks it breaks are expected to fail with exactly this message, and
+# test_the_flora_autocast_bug_is_still_present says when it no longer does.
+AUTOCAST_BUG = 'both inputs should have same dtype'
+
+
+def fingerprint(path):
+    if not osp.exists(path):
+        return None
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def run_guarded(*args, timeout=900):
+    return subprocess.run([sys.executable, GUARD, SCRIPT, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp('gpu') / 'GPU.md'
+    before = [fingerprint(p) for p in COMMITTED]
+    proc = run_guarded('--device', 'cpu', '--quick', '--out', str(out))
+    assert out.with_suffix('.json').exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(proc=proc, out=out, data=json.loads(out.with_suffix('.json').read_text()),
+                before=before, after=[fingerprint(p) for p in COMMITTED])
+
+
+def known_bug(messages):
+    return bool(messages) and all(AUTOCAST_BUG in message for message in messages)
+
+
+def test_gpu_check_needs_no_openmmlab_and_no_installed_mmflora(quick):
+    stderr = quick['proc'].stderr
+    assert 'BLOCKED-IMPORTS: [] LOADED: []' in stderr, stderr[-2000:]
+    assert f"MMFLORA-FROM: {osp.join(ROOT, 'mmflora', '__init__.py')}" in stderr
+
+
+def test_quick_mode_leaves_the_committed_gpu_report_alone(quick):
+    assert quick['before'] == quick['after']
+
+
+def test_every_section_ran_and_the_report_names_the_machine(quick):
+    data = quick['data']
+    assert [(name, s['status']) for name, s in data['sections'].items()] == [
+        ('core', 'ok'), ('train', 'ok'), ('compile', 'ok')]
+    assert data['environment']['device'] == 'cpu'
+    assert {'torch', 'timm', 'cuda (torch build)'} <= set(data['environment']['versions'])
+    assert 0 < data['wall_seconds'] < data['time_limit']
+
+
+def test_every_core_check_passes(quick):
+    checks = quick['data']['sections']['core']['result']['checks']
+    assert len(checks) == 21  # 3 methods x (Linear, Conv2d: 2 paths; depthwise: 2 + 1)
+    for check in checks:
+        if known_bug(check['failures']) and check['method'] == 'flora' \
+                and check['path'] == 'merged':
+            continue
+        assert check['passed'], check
+        assert check['unmerge_bit_identical']
+        tolerances = quick['data']['sections']['core']['result']['tolerances']
+        assert check['fp32_out'] <= tolerances['fp32'] and check['bf16_grad'] <= tolerances[
+            'bf16']
+
+
+def test_every_training_case_is_measured_at_every_size(quick):
+    train = quick['data']['sections']['train']['result']
+    assert [size['key'] for size in train['sizes']] == ['coco', 'ade']
+    for size in train['sizes']:
+        assert 'error' not in size
+        assert [row['key'] for row in size['rows']] == [m.key for m in METHODS]
+        for row in size['rows']:
+            if row['key'].startswith('flora') and AUTOCAST_BUG in row.get('error', ''):
+                continue
+            assert 'error' not in row, row
+            assert row['times'] and all(t > 0 for t in row['times']) and row['peak'] > 0
+            if row['key'] in ('frozen', 'frozen-input-grad'):
+                assert row['params'] == 0
+            else:
+                assert row['params'] > 0
+            if row['key'] == row['reference']:
+                assert row['time_vs_reference'] == 1.0 == row['memory_vs_reference']
+            for field in ('time_vs_reference', 'memory_vs_reference'):
+                assert math.isfinite(row[field]) and row[field] > 0, row
+        by_key = {row['key']: row for row in size['rows']}
+        assert by_key['frozen-input-grad']['params'] == 0 < by_key['bitfit']['params'] < \
+            by_key['lora-r8']['params'] < by_key['lora-r32']['params']
+        paper = {key: dict(zip(('time', 'memory'), TABLE5[table].get(size['key'], ())))
+                 for key, table in (('flora-r38', 'flora-6.5%'), ('dora-r8', 'dora-6.5%'),
+                                    ('flora-r114', 'flora-26%'))}
+        for key, expected in paper.items():
+            assert by_key[key]['paper'] == expected
+        assert by_key['full']['paper'] == {}
+
+
+def test_compile_check_matches_eager_and_times_both(quick):
+    compiled = quick['data']['sections']['compile']['result']['cases']
+    assert [c['key'] for c in compiled] == gpu_cli.PROFILES['quick']['compile_keys']
+    for case in compiled:
+        if case['key'].startswith('flora') and known_bug(case['failures']):
+            continue
+        assert case['passed'], case
+        for name in ('out', 'grads'):
+            assert case['errors'][name] <= case['tolerance'][name]
+        assert case['eager']['times'] and case['compiled']['times']
+        assert math.isfinite(case['compiled_vs_eager']) and case['compile_seconds'] > 0
+
+
+def test_exit_status_says_whether_anything_needs_a_look(quick):
+    problems = gpu_cli.problems(quick['data'])
+    assert quick['proc'].returncode == (gpu_cli.PROBLEMS if problems else gpu_cli.PASSED)
+    for line in problems:
+        assert f'PROBLEM {line}' in quick['proc'].stdout
+
+
+def test_the_flora_autocast_bug_is_still_present(quick):
+    """Fails once the core is fixed: then delete AUTOCAST_BUG and its exemptions above."""
+    problems = gpu_cli.problems(quick['data'])
+    assert problems and all(AUTOCAST_BUG in line and 'flora' in line for line in problems), (
+        'the FLoRA autocast bug looks fixed (or something else broke): ' + repr(problems))
+
+
+def test_markdown_renders_every_section(quick):
+    text = quick['out'].read_text()
+    for heading in ('## Machine', '## Sections', '## (a) Adapter core', '## (b) Training step',
+                    '## (c) torch.compile', '## Notes'):
+        assert heading in text
+    for method in METHODS:
+        assert f'| {method.label} |' in text
+
+
+def test_the_time_guard_writes_what_ran_and_records_the_rest(tmp_path):
+    out = tmp_path / 'GPU.md'
+    proc = run_guarded('--device', 'cpu', '--quick', '--sections', 'core,train,compile',
+                       '--time-limit', '25', '--out', str(out), timeout=300)
+    data = json.loads(out.with_suffix('.json').read_text())
+    statuses = {name: s['status'] for name, s in data['sections'].items()}
+    assert set(statuses) == {'core', 'train', 'compile'}
+    assert set(statuses.values()) <= {'ok', 'stopped', 'skipped'}
+    assert 'stopped' in statuses.values() or 'skipped' in statuses.values(), statuses
+    assert proc.returncode == gpu_cli.STOPPED and out.exists()
+
+
+def test_a_failing_section_is_recorded_and_the_next_one_runs():
+    sections = {}
+    gpu_cli.run_section('broken', lambda: 1 / 0, sections, log=lambda message: None)
+    gpu_cli.run_section('fine', lambda: dict(value=1), sections, log=lambda message: None)
+    assert sections['broken']['status'] == 'failed'
+    assert 'ZeroDivisionError' in sections['broken']['error']
+    assert sections['fine'] == dict(status='ok', result=dict(value=1),
+                                    seconds=sections['fine']['seconds'])
+
+
+def test_the_alarm_stops_a_running_section():
+    sections = {}
+    with pytest.raises(gpu_cli.OutOfTime):
+        with gpu_cli.alarm_at(time.monotonic() + 0.2):
+            gpu_cli.run_section('slow', lambda: time.sleep(30), sections, lambda message: None)
+    assert sections['slow']['status'] == 'stopped'
+    assert sections['slow']['seconds'] < 30
+
+
+def test_a_case_that_cannot_be_built_is_recorded_not_fatal():
+    refused = TrainMethod('flora-r0', 'FLoRA r=0', 'flora', dict(r=0))
+    frozen = METHODS[0]
+    built = build_models([refused, frozen], 'convnextv2_atto', torch.device('cpu'),
+                         log=lambda message: None)
+    assert built['flora-r0'][0] is None and 'ValueError' in built['flora-r0'][1]
+    size = dict(key='coco', label='tiny', batch=1, px=32)
+    rows = measure_size([refused, frozen], built, size, dict(warmup=0, reps=1),
+                        torch.device('cpu'), stop_at=time.monotonic() + 60)
+    assert 'ValueError' in rows[0]['error'] and rows[0]['peak'] is None
+    assert rows[1]['times'] and rows[1]['peak'] > 0
+
+
+def test_unknown_sections_and_cases_are_refused_with_the_choices():
+    with pytest.raises(SystemExit, match='choose from'):
+        gpu_cli.main(['--device', 'cpu', '--sections', 'core,speed'])
+    with pytest.raises(ValueError, match='choose from'):
+        gpu_cli.run_training(gpu_cli.PROFILES['quick'], torch.device('cpu'), print,
+                             deadline=time.monotonic(), keys=['lora-r9'])
