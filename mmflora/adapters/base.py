@@ -45,7 +45,8 @@ class AdapterLayer:
     * ``parameter_shapes(base, name, config)``: the shapes of the adapter tensors (classmethod,
       also used to count parameters without building anything);
     * ``_create_adapter_tensors(shapes, config)``: create those tensors with their init;
-    * ``delta_weight()``: the scaled update, of shape ``update_shape``;
+    * ``_delta_weight()``: the scaled update, of shape ``update_shape`` (``delta_weight()``
+      runs it outside autocast);
     * ``_branch(x)``: the update applied to an input without materialising it (factorised path);
     * ``_branch_flops(x)`` and ``_build_flops()``: cost estimates for the path choice;
     * ``describe()``: the method's settings, for adapter files and statistics.
@@ -192,7 +193,21 @@ class AdapterLayer:
 
     # ------------------------------------------------------------------ update and paths
     def delta_weight(self) -> Tensor:
+        """The scaled update ``s * dW``, shape ``update_shape``, in the adapters' dtype.
+
+        Built outside autocast: the adapters train in fp32, and autocast would hand some of the
+        chained products to bf16/fp16 and others not (``tensordot`` then refuses mixed
+        inputs). The ops that use the update (the merged conv, the branch) follow autocast.
+        """
+        with self.full_precision():
+            return self._delta_weight()
+
+    def _delta_weight(self) -> Tensor:
         raise NotImplementedError
+
+    def full_precision(self):
+        """A context in which autocast is off on this layer's device."""
+        return torch.autocast(self.weight.device.type, enabled=False)
 
     def _branch(self, x: Tensor) -> Tensor:
         raise NotImplementedError

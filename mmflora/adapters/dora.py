@@ -52,11 +52,11 @@ class DoRAMixin(LoRAMixin):
             self.magnitude.copy_(self.weight_norm())
 
     def weight_norm(self) -> Tensor:
-        """Norm of each output channel of ``W0 + scaling * B A`` (detached)."""
-        with torch.no_grad():
+        """Norm of each output channel of ``W0 + scaling * B A`` (detached, outside autocast)."""
+        with torch.no_grad(), self.full_precision():
             base = self.weight.to(self.lora_A.dtype)
             if not self.dense:
-                return (base + LoRAMixin.delta_weight(self)).flatten(1).norm(dim=1)
+                return (base + LoRAMixin._delta_weight(self)).flatten(1).norm(dim=1)
             rank, groups = self.ranks[0], self.n_groups
             a_flat = self.lora_A.reshape(rank, -1)
             b_scaled = self.lora_B * self.scaling
@@ -71,11 +71,11 @@ class DoRAMixin(LoRAMixin):
     def _channel_scale(self) -> Tensor:
         return self.magnitude / self.weight_norm()
 
-    def delta_weight(self) -> Tensor:
+    def _delta_weight(self) -> Tensor:
         """``W' - W0`` in the update's shape, so that merging writes ``W'``."""
         base = self._expand_to_dense(self.weight) if self.dense else self.weight
         base = base.to(self.lora_A.dtype)
-        direction = base + super().delta_weight()
+        direction = base + super()._delta_weight()
         scale = self._channel_scale().reshape(-1, *([1] * (direction.dim() - 1)))
         return scale * direction - base
 

@@ -85,7 +85,7 @@ class FLoRAMixin(AdapterLayer):
         """Ranks, scale, and the output-mode rank r_0 that bounds the unfolded update's rank."""
         return dict(super().describe(), scale=self.scale, rank_bound=int(self.ranks[0]))
 
-    def delta_weight(self) -> Tensor:
+    def _delta_weight(self) -> Tensor:
         """``scale * core x_0 factors[0] ... x_{N-1} factors[N-1]``, shape ``update_shape``."""
         return self.scale * tucker_to_tensor(self.core, list(self.factors))
 
@@ -98,9 +98,10 @@ class FLoRAMixin(AdapterLayer):
         if self._separable_flops(x) < self._full_kernel_flops(x):
             mixed = self._separable_kernel_conv(reduced)
         else:
-            kernel = self.core * self.scale
-            for n, factor in enumerate(kernel_factors, start=2):
-                kernel = mode_product(kernel, factor, n)
+            with self.full_precision():  # the kernel in fp32; the conv follows autocast
+                kernel = self.core * self.scale
+                for n, factor in enumerate(kernel_factors, start=2):
+                    kernel = mode_product(kernel, factor, n)
             mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
         return self._pointwise(mixed, out_factor)
 

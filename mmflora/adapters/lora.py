@@ -87,7 +87,7 @@ class LoRAMixin(AdapterLayer):
         return dict(super().describe(), scaling=self.scaling, alpha=self.config.alpha,
                     lora_conv_form=self.lora_conv_form, rank_bound=int(self.ranks[0]))
 
-    def delta_weight(self) -> Tensor:
+    def _delta_weight(self) -> Tensor:
         """``scaling * B A`` laid out as the update (base weight's shape, or dense)."""
         product = self.lora_B @ self.lora_A.reshape(self.ranks[0], -1)
         return (self.scaling * product).reshape(self.update_shape)

@@ -23,11 +23,6 @@ SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
 GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
 COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('GPU.md', 'GPU.json')]
 
-# A bug in the adapter core, reported to the lead: FLoRA's merged path (the whole-update
-# reconstruction) fails under autocast, tensordot meeting an fp32 factor and a bf16 product.
-# Until it is fixed, the checks it breaks are expected to fail with exactly this message, and
-# test_the_flora_autocast_bug_is_still_present says when it no longer does.
-AUTOCAST_BUG = 'both inputs should have same dtype'
 
 
 def fingerprint(path):
@@ -50,10 +45,6 @@ def quick(tmp_path_factory):
     assert out.with_suffix('.json').exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return dict(proc=proc, out=out, data=json.loads(out.with_suffix('.json').read_text()),
                 before=before, after=[fingerprint(p) for p in COMMITTED])
-
-
-def known_bug(messages):
-    return bool(messages) and all(AUTOCAST_BUG in message for message in messages)
 
 
 def test_gpu_check_needs_no_openmmlab_and_no_installed_mmflora(quick):
@@ -79,9 +70,6 @@ def test_every_core_check_passes(quick):
     checks = quick['data']['sections']['core']['result']['checks']
     assert len(checks) == 21  # 3 methods x (Linear, Conv2d: 2 paths; depthwise: 2 + 1)
     for check in checks:
-        if known_bug(check['failures']) and check['method'] == 'flora' \
-                and check['path'] == 'merged':
-            continue
         assert check['passed'], check
         assert check['unmerge_bit_identical']
         tolerances = quick['data']['sections']['core']['result']['tolerances']
@@ -96,8 +84,6 @@ def test_every_training_case_is_measured_at_every_size(quick):
         assert 'error' not in size
         assert [row['key'] for row in size['rows']] == [m.key for m in METHODS]
         for row in size['rows']:
-            if row['key'].startswith('flora') and AUTOCAST_BUG in row.get('error', ''):
-                continue
             assert 'error' not in row, row
             assert row['times'] and all(t > 0 for t in row['times']) and row['peak'] > 0
             if row['key'] in ('frozen', 'frozen-input-grad'):
@@ -123,8 +109,6 @@ def test_compile_check_matches_eager_and_times_both(quick):
     compiled = quick['data']['sections']['compile']['result']['cases']
     assert [c['key'] for c in compiled] == gpu_cli.PROFILES['quick']['compile_keys']
     for case in compiled:
-        if case['key'].startswith('flora') and known_bug(case['failures']):
-            continue
         assert case['passed'], case
         for name in ('out', 'grads'):
             assert case['errors'][name] <= case['tolerance'][name]
@@ -134,16 +118,8 @@ def test_compile_check_matches_eager_and_times_both(quick):
 
 def test_exit_status_says_whether_anything_needs_a_look(quick):
     problems = gpu_cli.problems(quick['data'])
-    assert quick['proc'].returncode == (gpu_cli.PROBLEMS if problems else gpu_cli.PASSED)
-    for line in problems:
-        assert f'PROBLEM {line}' in quick['proc'].stdout
-
-
-def test_the_flora_autocast_bug_is_still_present(quick):
-    """Fails once the core is fixed: then delete AUTOCAST_BUG and its exemptions above."""
-    problems = gpu_cli.problems(quick['data'])
-    assert problems and all(AUTOCAST_BUG in line and 'flora' in line for line in problems), (
-        'the FLoRA autocast bug looks fixed (or something else broke): ' + repr(problems))
+    assert problems == [], problems
+    assert quick['proc'].returncode == gpu_cli.PASSED
 
 
 def test_markdown_renders_every_section(quick):
