@@ -19,6 +19,8 @@ METHODS = ('flora', 'lora', 'dora', 'bitfit', 'full', 'none')
 GROUPED_MODES = ('structured', 'dense')
 PATHS = ('auto', 'merged', 'factorised')
 LORA_CONV_FORMS = ('peft', 'reshape')
+#: FLoRA factor initialisations: the authors' (variance 0.5 / J_n) or unit columns (1 / I_n).
+INITS = ('paper', 'unit')
 
 Target = Union[str, type]
 
@@ -38,6 +40,8 @@ class AdapterConfig:
             LoRA/DoRA rank.
         r_kernel (int): FLoRA rank of each kernel mode. Defaults to 2 (the paper's r3).
         scale (float): FLoRA's s. Defaults to 4.0 (the paper's value on ConvNeXt-V2-L).
+        init (str): FLoRA factor init: 'paper' (the authors' release, N(0, 0.5 / J_n)) or
+            'unit' (N(0, 1 / I_n)). Defaults to 'paper'.
         alpha (float, optional): LoRA/DoRA alpha; scaling = alpha / r. Defaults to r.
         mode (str): 'dense' or 'structured' for grouped and depthwise convs.
         path (str): 'auto', 'merged' or 'factorised'.
@@ -54,6 +58,7 @@ class AdapterConfig:
     r: Any = 8
     r_kernel: int = 2
     scale: float = 4.0
+    init: str = 'paper'
     alpha: Optional[float] = None
     mode: str = 'dense'
     path: str = 'auto'
@@ -103,7 +108,7 @@ class AdapterConfig:
             raise ValueError(f'dropout={self.dropout!r}: dropout must be in [0, 1) (0 turns it '
                              f'off, as in the paper)')
         for field, choices in (('mode', GROUPED_MODES), ('path', PATHS),
-                               ('lora_conv_form', LORA_CONV_FORMS)):
+                               ('lora_conv_form', LORA_CONV_FORMS), ('init', INITS)):
             value = getattr(self, field)
             if value not in choices:
                 raise ValueError(f'{field}={value!r}: {field} must be one of {choices}')

@@ -8,10 +8,22 @@ Ranks: ``r`` for the channel modes (an int, a pair (r_out, r_in), or one rank pe
 ``r_kernel`` for each kernel mode. The paper uses r_out = r_in = r, r_kernel = 2, s = 4 on
 ConvNeXt-V2-L.
 
-Initialisation: the core is zero, so the adapted layer starts exactly at W0. Factor n is Gaussian
-with std ``1 / sqrt(I_n)``: its columns then have unit expected norm and are nearly orthogonal,
-so ``||dW||_F`` is close to ``s * ||core||_F`` whatever the layer's size, and one learning rate and
-one ``s`` suit every layer.
+Initialisation: the core is zero, so the adapted layer starts exactly at W0. The factors are
+Gaussian:
+
+* ``init='paper'`` (the default, the authors' release: ``kaiming_normal_(a=sqrt(3))`` on each
+  (I_n x J_n) factor): variance ``0.5 / J_n``. The paper's learning rates and s = 4 (Table 9)
+  were tuned with it.
+* ``init='unit'``: std ``1 / sqrt(I_n)``, so every column has unit expected norm and the columns
+  are nearly orthogonal; ``||dW||_F`` is then close to ``s * ||core||_F`` for every layer size
+  (with 'paper', the update per unit of core grows with the layer's width and shrinks with its
+  rank). What each gives in a transfer run is in benchmarks/TRANSFER.md.
+
+Modes of size 1 (the kernel modes of a 1x1 conv, the input mode of a structured depthwise
+conv) have no factor and no core axis: a factor there would be one random number scaling the
+whole update. The update is built over the other modes and reshaped, so a FLoRA 1x1 conv and a
+FLoRA Linear with the same core and factors give the same update, and such modes count no
+parameters. ``factors`` is keyed by mode index (``factors.0``, ``factors.2``, ...).
 """
 import math
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -47,8 +59,11 @@ class FLoRAMixin(AdapterLayer):
     """The FLoRA update and its two forward paths, shared by every layer type.
 
     Attributes:
-        core (nn.Parameter): The Tucker core, shape (J_0, ..., J_{N-1}); zero at init.
-        factors (nn.ParameterList): Factor n has shape (I_n, J_n).
+        core (nn.Parameter): The Tucker core over the modes of size > 1: shape (J_n for each
+            such mode n); zero at init.
+        factors (nn.ParameterDict): ``factors[str(n)]`` has shape (I_n, J_n), for every mode of
+            size > 1.
+        ranks (tuple[int]): J_n for every mode (1 for a mode of size 1).
         scale (float): The paper's s.
     """
 
@@ -59,47 +74,72 @@ class FLoRAMixin(AdapterLayer):
                          ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
         """Shapes of ``core`` and ``factors.n`` for an adapter on ``base``, and capping notes."""
         shape = layer_geometry(base, name, config.mode).shape
-        ranks, notes = resolve_ranks(name, shape,
-                                     requested_ranks(len(shape), config.r, config.r_kernel),
-                                     config.strict_ranks)
-        shapes = {'core': tuple(ranks)}
-        for n, (size, rank) in enumerate(zip(shape, ranks)):
-            shapes[f'factors.{n}'] = (size, rank)
+        requested = requested_ranks(len(shape), config.r, config.r_kernel)
+        # A mode of size 1 carries no rank (no factor, no core axis), so nothing is capped there.
+        requested = [1 if size == 1 else rank for size, rank in zip(shape, requested)]
+        ranks, notes = resolve_ranks(name, shape, requested, config.strict_ranks)
+        kept = [n for n, size in enumerate(shape) if size > 1]
+        shapes = {'core': tuple(ranks[n] for n in kept)}
+        for n in kept:
+            shapes[f'factors.{n}'] = (shape[n], ranks[n])
         return shapes, notes
 
     def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
                                 config: AdapterConfig) -> None:
-        self.ranks = shapes['core']
         self.scale = float(config.scale)
+        self.init = config.init
         factory = self._tensor_factory()
         self.core = nn.Parameter(torch.zeros(shapes['core'], **factory))
-        factors = []
-        for n in range(len(self.ranks)):
-            size, _ = factor_shape = shapes[f'factors.{n}']
+        self.factors = nn.ParameterDict()
+        ranks = []
+        for n, size in enumerate(self.update_shape):
+            factor_shape = shapes.get(f'factors.{n}')
+            if factor_shape is None:  # a mode of size 1
+                ranks.append(1)
+                continue
             factor = torch.empty(factor_shape, **factory)
-            nn.init.normal_(factor, std=1.0 / math.sqrt(size))
-            factors.append(nn.Parameter(factor))
-        self.factors = nn.ParameterList(factors)
+            if config.init == 'paper':  # kaiming_normal_(a=sqrt(3)): variance 0.5 / J_n
+                nn.init.normal_(factor, std=math.sqrt(0.5 / factor_shape[1]))
+            else:
+                nn.init.normal_(factor, std=1.0 / math.sqrt(size))
+            self.factors[str(n)] = nn.Parameter(factor)
+            ranks.append(factor_shape[1])
+        self.ranks = tuple(ranks)
 
     def describe(self) -> Dict[str, Any]:
-        """Ranks, scale, and the output-mode rank r_0 that bounds the unfolded update's rank."""
-        return dict(super().describe(), scale=self.scale, rank_bound=int(self.ranks[0]))
+        """Ranks, scale, init, and the output-mode rank r_0 that bounds the unfolded update's
+        rank."""
+        return dict(super().describe(), scale=self.scale, init=self.init,
+                    rank_bound=int(self.ranks[0]))
+
+    def mode_factors(self) -> List[Tensor]:
+        """One (I_n, J_n) factor per mode; a constant 1 for a mode of size 1."""
+        one = self.core.new_ones(1, 1)
+        return [self.factors[str(n)] if str(n) in self.factors else one
+                for n in range(len(self.update_shape))]
+
+    def full_core(self) -> Tensor:
+        """The core with an axis of size 1 for every mode of size 1: shape ``ranks``."""
+        return self.core.reshape(self.ranks)
 
     def _delta_weight(self) -> Tensor:
-        """``scale * core x_0 factors[0] ... x_{N-1} factors[N-1]``, shape ``update_shape``."""
-        return self.scale * tucker_to_tensor(self.core, list(self.factors))
+        """``scale * core x_0 A_0 ... x_{N-1} A_{N-1}`` over the modes of size > 1, shape
+        ``update_shape``."""
+        kept = [self.factors[n] for n in sorted(self.factors, key=int)]
+        return (self.scale * tucker_to_tensor(self.core, kept)).reshape(self.update_shape)
 
     def _branch(self, x: Tensor) -> Tensor:
         """Apply the update without materialising it: in -> r_in, core as a kernel, r_out -> out."""
-        out_factor, in_factor, *kernel_factors = self.factors
+        out_factor, in_factor, *kernel_factors = self.mode_factors()
+        core = self.full_core()
         if not self.is_conv:  # fold the small core into the down projection: two matmuls
-            return F.linear(F.linear(x, (self.core * self.scale) @ in_factor.t()), out_factor)
+            return F.linear(F.linear(x, (core * self.scale) @ in_factor.t()), out_factor)
         reduced = self._pointwise(x, in_factor.t())
         if self._separable_flops(x) < self._full_kernel_flops(x):
             mixed = self._separable_kernel_conv(reduced)
         else:
             with self.full_precision():  # the kernel in fp32; the conv follows autocast
-                kernel = self.core * self.scale
+                kernel = core * self.scale
                 for n, factor in enumerate(kernel_factors, start=2):
                     kernel = mode_product(kernel, factor, n)
             mixed = self._conv(reduced, kernel, None, 1)  # stride, padding, dilation of the base
@@ -120,7 +160,7 @@ class FLoRAMixin(AdapterLayer):
             reduced = F.pad(reduced, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, ) * dims
         channels = reduced.shape[1]
-        for mode, factor in enumerate(self.factors[2:]):
+        for mode, factor in enumerate(self.mode_factors()[2:]):
             size, rank = factor.shape
             along = [1] * dims
             along[mode] = size

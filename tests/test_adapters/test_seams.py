@@ -85,7 +85,7 @@ def test_describe_values_per_method():
         inject_adapters(model, method, r=3, scale=2.0, alpha=6.0)
         described[method] = model[0].describe()
     assert described['flora'] == dict(method='flora', ranks=[3, 3], dense=False, rank_bound=3,
-                                      scale=2.0)
+                                      scale=2.0, init='paper')
     assert described['lora']['scaling'] == 2.0 and described['lora']['rank_bound'] == 3
     assert described['dora']['rank_bound'] is None and described['dora']['method'] == 'dora'
 
@@ -110,6 +110,6 @@ def test_preserve_adapter_init_puts_changed_tensors_back_and_resyncs_dora():
 def test_flora_factor_shapes_follow_the_capped_ranks():
     model = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4))
     inject_adapters(model, 'flora', r=8, r_kernel=2)
-    shapes = [tuple(f.shape) for f in model[0].factors]
+    shapes = [tuple(f.shape) for f in model[0].factors.values()]
     assert shapes == [(16, 8), (3, 3), (4, 2), (4, 2)]
     assert math.prod(model[0].core.shape) == 8 * 3 * 2 * 2

@@ -32,7 +32,7 @@ def test_delta_weight_equals_float64_einsum_reference(layer):
     inject_adapters(model, 'flora', r=3, r_kernel=2, scale=2.5)
     randomise_adapters(model)
     (_, adapter), = iter_adapter_layers(model)
-    core, factors = adapter.core, list(adapter.factors)
+    core, factors = adapter.full_core(), adapter.mode_factors()
     letters = 'abcde'[:core.dim()]
     spec = letters + ',' + ','.join(f'{c.upper()}{c}' for c in letters) + '->' + letters.upper()
     expected = 2.5 * torch.einsum(spec, core, *factors)
