@@ -6,13 +6,18 @@
 The model is built on the 'meta' device (shapes only), so ConvNeXt-V2-L configs take seconds.
 'Backbone adapter' is what Table 1 reports as #Params: the tensors the method added or unfroze
 in the backbone. 'Trainable' adds the rest of the trainable model (output norms, neck, heads).
+Under a BitFit row a note names the layer types whose biases train and those whose biases stay
+frozen (the BitFit configs leave out the GRN biases, as Table 1 does); ``--by-kind`` gives the
+count of each (``bitfit:<layer type>.bias``).
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Dict
 
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
+from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import count_params  # noqa: E402
@@ -31,8 +36,39 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def bias_families(module: nn.Module) -> Dict[str, Dict[str, int]]:
+    """The bias parameters of ``module`` grouped by the type of layer that holds them.
+
+    Returns:
+        dict: {layer type name: dict(layers=..., trained=..., frozen=...)}: how many layers
+        of that type have a bias, and how many bias values train or stay frozen.
+    """
+    families: Dict[str, Dict[str, int]] = {}
+    for layer in module.modules():
+        bias = layer._parameters.get('bias')
+        if isinstance(bias, nn.Parameter):
+            family = families.setdefault(type(layer).__name__,
+                                         dict(layers=0, trained=0, frozen=0))
+            family['layers'] += 1
+            family['trained' if bias.requires_grad else 'frozen'] += bias.numel()
+    return dict(sorted(families.items()))
+
+
+def bitfit_note(families: Dict[str, Dict[str, int]]) -> str:
+    """One line naming the layer types whose biases train, and those whose biases do not."""
+    trained = [f'{name} ({f["layers"]})' for name, f in families.items() if f['trained']]
+    frozen = [f'{name} ({f["layers"]} layers, {f["frozen"] / 1e6:.3f}M)'
+              for name, f in families.items() if f['frozen']]
+    frozen_part = f'frozen biases: {", ".join(frozen)}' if frozen else 'no bias stays frozen'
+    return f'BitFit trains the biases of {", ".join(trained) or "no layer"}; {frozen_part}'
+
+
 def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
-    """Counts for one config: method, backbone adapter, trainable, total, by kind."""
+    """Counts for one config: method, backbone adapter, trainable, total, by kind.
+
+    For BitFit also ``biases`` (see :func:`bias_families`), and ``by_kind`` splits the
+    trained biases by layer type (``'bitfit:Linear.bias'``, ...) out of ``'other'``.
+    """
     try:
         cfg = load_config(config_path, cfg_options)
     except ConfigError as error:
@@ -42,13 +78,25 @@ def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
     backbone_counts = count_params(backbone)
     report = getattr(backbone, 'injection_report', None)
     model_counts = count_params(model)
+    method = getattr(backbone, 'adapter_method', 'none (plain)')
+    by_kind = dict(backbone_counts['by_kind'])
+    biases = None
+    if method == 'bitfit':
+        biases = bias_families(backbone)
+        for name, family in biases.items():
+            if family['trained']:
+                by_kind[f'bitfit:{name}.bias'] = family['trained']
+                by_kind['other'] -= family['trained']
+        if not by_kind.get('other'):
+            by_kind.pop('other', None)
     return dict(
         config=osp.basename(config_path),
-        method=getattr(backbone, 'adapter_method', 'none (plain)'),
+        method=method,
         backbone_adapter=report.adapter_params if report is not None else 0,
         trainable=model_counts['trainable'],
         total=model_counts['total'],
-        by_kind=backbone_counts['by_kind'])
+        by_kind=by_kind,
+        biases=biases)
 
 
 def main(argv=None) -> None:
@@ -63,6 +111,8 @@ def main(argv=None) -> None:
         row = describe(path, args.cfg_options, args.device)
         print(f'{row["config"]:<52} {row["method"]:<8} {row["backbone_adapter"] / 1e6:>21.2f} '
               f'{row["trainable"] / 1e6:>14.2f} {row["total"] / 1e6:>10.2f}', flush=True)
+        if row['biases'] is not None:
+            print(f'{"":<2}{bitfit_note(row["biases"])}')
         if args.by_kind:
             for kind, count in sorted(row['by_kind'].items()):
                 print(f'{"":<52}   {kind:<24} {count / 1e6:>10.3f}')

@@ -31,6 +31,52 @@ def test_count_params_reports_the_backbone_adapter_budget(tmp_path, capsys):
     assert float(row.split()[2]) == pytest.approx(expected / 1e6, abs=0.006)
 
 
+# Built on the meta device by count_params.describe: shapes only, seconds for ConvNeXt-V2-L.
+BITFIT_L = osp.join(ROOT, 'configs', 'baselines', 'bitfit_maskrcnn_convnextv2_l_coco.py')
+
+
+def test_bitfit_config_trains_the_0_2m_biases_of_table1_without_grn():
+    # Table 1 prints BitFit's #Params to one significant figure (0.2M), so the count is checked
+    # to that precision; the GRN biases alone (108,288 on -L) would make it 0.3M.
+    import count_params
+    row = count_params.describe(BITFIT_L)
+    assert row['method'] == 'bitfit'
+    assert round(row['backbone_adapter'] / 1e6, 1) == 0.2, row['backbone_adapter']
+    families = row['biases']
+    assert {name for name, f in families.items() if f['trained']} == {
+        'Conv2d', 'Linear', 'LayerNorm', 'LayerNorm2d'}
+    block_widths = 3 * [192] + 3 * [384] + 27 * [768] + 3 * [1536]  # ConvNeXt-V2-L blocks
+    assert families['GlobalResponseNorm'] == dict(
+        layers=len(block_widths), trained=0, frozen=sum(4 * c for c in block_widths))
+    trained = sum(f['trained'] for f in families.values())
+    assert trained == row['backbone_adapter']
+    assert row['by_kind']['bitfit:Linear.bias'] == families['Linear']['trained']
+
+
+def test_bitfit_trains_the_grn_biases_when_the_exclude_is_dropped():
+    import count_params
+    row = count_params.describe(BITFIT_L, {'model.backbone.adapter.exclude': None})
+    grn = row['biases']['GlobalResponseNorm']
+    assert grn['frozen'] == 0 and grn['trained'] > 0
+    assert round(row['backbone_adapter'] / 1e6, 1) == 0.3
+    default = count_params.describe(BITFIT_L)
+    assert row['backbone_adapter'] - default['backbone_adapter'] == grn['trained']
+
+
+def test_count_params_says_which_biases_bitfit_trains(tmp_path, capsys):
+    import count_params
+    config = write_config(tmp_path, 'b.py', "model = dict(backbone=dict(adapter=dict("
+                          "_delete_=True, method='bitfit', exclude=[r'\\.mlp\\.grn$'])))")
+    count_params.main([config, '--by-kind'])
+    out = capsys.readouterr().out
+    note = [line for line in out.splitlines() if 'BitFit trains' in line]
+    assert len(note) == 1
+    assert 'Conv2d' in note[0] and 'Linear' in note[0]
+    assert 'frozen biases: GlobalResponseNorm' in note[0]
+    assert any(line.split()[0] == 'bitfit:Conv2d.bias' for line in out.splitlines()
+               if line.strip())
+
+
 def test_merge_adapter_writes_a_checkpoint_the_plain_config_loads(tmp_path):
     from mmflora.adapters import iter_adapter_layers
     from mmflora.apis import build_model_from_config, load_config
