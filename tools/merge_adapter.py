@@ -79,9 +79,13 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise ValueError(f'{checkpoint} has keys this config does not build: {unexpected[:10]}')
-    if set(expected) - set(state):  # slim checkpoint: frozen base weights come from init_cfg
+    missing = set(expected) - set(state)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    if missing and missing <= frozen:  # slim checkpoint: the frozen base comes from init_cfg
         require_pretrained_base(model, checkpoint)
-    model.load_state_dict(state, strict=False)
+        model.load_state_dict(state, strict=False)
+    else:  # a trained tensor missing or of another shape: another adapter setup, refused
+        model.load_state_dict(state, strict=True)
 
 
 def main(argv=None) -> None:

@@ -1,7 +1,12 @@
-# Table 1 baseline DoRA, r = 16, on the same conv and pointwise layers as FLoRA
-# (convs in the PEFT form: A a conv with the base kernel, B a 1x1; alpha = r, scaling 1).
-# #Params 26.29M here (LoRA's 26.12M + one magnitude per output channel); with loralib's
-# ConvLoRA form, which gives Table 1's LoRA rows, 26.057M (tests/test_adapters/test_budget.py).
+# Table 1 baseline DoRA, r = 16, on the same conv and pointwise layers as FLoRA, the
+# convs in loralib's ConvLoRA form (A (r*k, in*k), B (out/groups*k, r*k); alpha = r,
+# scaling 1), the form whose counts are Table 1's LoRA rows. It folds into the depthwise
+# kernels, hence mode='structured'.
+# #Params 26.057M (LoRA's + one magnitude per output channel).
 _base_ = '../flora/maskrcnn_convnextv2_l_coco.py'
 
-model = dict(backbone=dict(adapter=dict(_delete_=True, method='dora', r=16, pointwise=True)))
+model = dict(
+    backbone=dict(
+        adapter=dict(
+            _delete_=True, method='dora', r=16, pointwise=True, mode='structured',
+            lora_conv_form='loralib')))

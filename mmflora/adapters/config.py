@@ -18,7 +18,7 @@ METHODS = ('flora', 'lora', 'dora', 'bitfit', 'full', 'none')
 #: Choices of the string options (the layers use the same tuples).
 GROUPED_MODES = ('structured', 'dense')
 PATHS = ('auto', 'merged', 'factorised')
-LORA_CONV_FORMS = ('peft', 'reshape')
+LORA_CONV_FORMS = ('peft', 'reshape', 'loralib')
 #: FLoRA factor initialisations: the authors' (variance 0.5 / J_n) or unit columns (1 / I_n).
 INITS = ('paper', 'unit')
 
@@ -47,7 +47,7 @@ class AdapterConfig:
         path (str): 'auto', 'merged' or 'factorised'.
         dropout (float): Dropout on the adapter input. Defaults to 0 (as in the paper).
         strict_ranks (bool): Raise instead of capping a rank above its mode size.
-        lora_conv_form (str): 'peft' or 'reshape' (LoRA/DoRA convs).
+        lora_conv_form (str): 'peft', 'reshape' or 'loralib' (LoRA/DoRA convs).
         targets (list, optional): Module classes, class names or name regexes to adapt.
         exclude (list, optional): Name regexes of modules to leave alone.
         rank_pattern (dict, optional): {name regex: rank} overrides.

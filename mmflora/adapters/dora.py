@@ -28,8 +28,8 @@ class DoRAMixin(LoRAMixin):
     @classmethod
     def parameter_shapes(cls, base: nn.Module, name: str, config: AdapterConfig
                          ) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
-        if config.lora_conv_form != 'peft':
-            raise ValueError(f'{name}: DoRA is built on the peft form of LoRA; '
+        if config.lora_conv_form == 'reshape':
+            raise ValueError(f'{name}: DoRA is built on the peft or loralib form of LoRA; '
                              f'lora_conv_form={config.lora_conv_form!r} is not supported')
         shapes, notes = super().parameter_shapes(base, name, config)
         shapes['magnitude'] = (base.weight.shape[0], )

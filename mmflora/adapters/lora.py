@@ -1,16 +1,20 @@
 """LoRA baseline layers behind the same interface as FLoRA (a row of the paper's Table 1).
 
-Two forms for convolutions:
+Three forms for convolutions:
 
 * ``'peft'`` (default): ``lora_A`` is a conv with the base kernel from in to r channels,
   ``lora_B`` a 1x1 conv from r to out, so ``dW[o, i, *k] = sum_j B[o, j] A[j, i, *k]``. On
-  ConvNeXt-V2-L it counts 0.9% more than Table 1's LoRA rows, which are those of loralib's
-  ``ConvLoRA`` form (see ``tests/test_adapters/test_budget.py``).
+  ConvNeXt-V2-L it counts 0.9% more than Table 1's LoRA rows, which are ``'loralib'``'s.
 * ``'reshape'`` (the paper's Eq. 3): one matrix product reshaped into the kernel,
   ``dW = reshape(B A)`` with ``B`` of shape (out * k_1, r) and ``A`` of shape (r, in * k_2 ...).
   It exists only as a merged weight.
+* ``'loralib'`` (loralib's ``ConvLoRA``; the form whose counts match the paper's Table 1): the
+  grouped kernel viewed as an (out/groups * k_1, in * k_2 ...) matrix — every input channel,
+  even on a depthwise conv — with inner rank r * k_1: ``A`` (r * k_1, in * k_2 ...), ``B``
+  (out/groups * k_1, r * k_1); ``scaling = alpha / r``. Merged weight only; it folds into the
+  grouped kernel, so grouped convs need ``mode='structured'``.
 
-Linear layers use ``dW = B A`` in both forms. ``scaling = alpha / r``. ``A`` is initialised with
+Linear layers use ``dW = B A`` in every form. ``scaling = alpha / r``. ``A`` is initialised with
 Kaiming-uniform and ``B`` with zeros, so training starts at W0.
 """
 import math
@@ -23,7 +27,6 @@ from .base import AdapterLayer, layer_geometry
 from .config import AdapterConfig
 from .paths import output_positions
 from .ranks import resolve_ranks
-
 
 
 class LoRAMixin(AdapterLayer):
@@ -44,23 +47,35 @@ class LoRAMixin(AdapterLayer):
         """Shapes of ``lora_A``/``lora_B`` for ``base``, and rank-capping notes."""
         if not isinstance(config.r, int):
             raise ValueError(f'{name}: LoRA takes a single int rank, got r={config.r!r}')
-        shape = layer_geometry(base, name, config.mode).shape
-        if config.lora_conv_form == 'reshape' and len(shape) > 2:
-            rows, cols = shape[0] * shape[2], shape[1] * math.prod(shape[3:])
-        else:
+        geometry = layer_geometry(base, name, config.mode)
+        shape, form = geometry.shape, config.lora_conv_form
+        rank = config.r
+        if len(shape) == 2 or form == 'peft':
             rows, cols = shape[0], math.prod(shape[1:])
-        (rank, ), notes = resolve_ranks(name, [min(rows, cols)], [config.r], config.strict_ranks)
-        if config.lora_conv_form == 'reshape' or len(shape) == 2:
-            a_shape = (rank, cols)
-        else:
-            a_shape = (rank, *shape[1:])
+        elif form == 'reshape':
+            rows, cols = shape[0] * shape[2], shape[1] * math.prod(shape[3:])
+        else:  # 'loralib'
+            if geometry.dense:
+                raise ValueError(f'{name}: lora_conv_form="loralib" updates the grouped kernel '
+                                 f'(groups={base.groups}); use mode="structured"')
+            rows = base.out_channels // base.groups * shape[2]
+            cols = base.in_channels * math.prod(shape[3:])
+            # loralib's shapes as they are: the inner rank r * k_1 is not capped at the
+            # matrix's size (on a depthwise conv B is (k_1, r * k_1)), as Table 1 counts it.
+            rank = config.r * shape[2]
+            return {'lora_A': (rank, cols), 'lora_B': (rows, rank)}, []
+        (rank, ), notes = resolve_ranks(name, [min(rows, cols)], [rank], config.strict_ranks)
+        a_shape = (rank, *shape[1:]) if form == 'peft' and len(shape) > 2 else (rank, cols)
         return {'lora_A': a_shape, 'lora_B': (rows, rank)}, notes
 
     def _create_adapter_tensors(self, shapes: Dict[str, Tuple[int, ...]],
                                 config: AdapterConfig) -> None:
         self.ranks = (shapes['lora_A'][0], )
         alpha = config.alpha if config.alpha is not None else config.r
-        self.scaling = float(alpha) / self.ranks[0]
+        nominal_rank = self.ranks[0]
+        if self.lora_conv_form == 'loralib' and self.is_conv:
+            nominal_rank /= self.kernel_size[0]  # the inner rank is r * k_1
+        self.scaling = float(alpha) / nominal_rank
         factory = self._tensor_factory()
         self.lora_A = nn.Parameter(torch.empty(shapes['lora_A'], **factory))
         self.lora_B = nn.Parameter(torch.zeros(shapes['lora_B'], **factory))
@@ -68,25 +83,29 @@ class LoRAMixin(AdapterLayer):
 
     @property
     def lora_conv_form(self) -> str:
-        """'peft' (a conv with the base kernel, then a 1x1) or 'reshape' (paper Eq. 3)."""
+        """'peft' (a conv with the base kernel, then a 1x1), 'reshape' (paper Eq. 3) or
+        'loralib' (loralib's ConvLoRA)."""
         return self.config.lora_conv_form
 
     @property
     def supports_factorised(self) -> bool:
-        if self.lora_conv_form == 'reshape' and self.is_conv:
+        if self.lora_conv_form != 'peft' and self.is_conv:
             return False
         return super().supports_factorised
 
     def _factorised_refusal(self) -> str:
-        if self.lora_conv_form == 'reshape' and self.is_conv:
-            return (f'{self.name}: the reshape form of LoRA exists only as a merged weight; use '
-                    f'path="merged" or "auto"')
+        if self.lora_conv_form != 'peft' and self.is_conv:
+            return (f'{self.name}: the {self.lora_conv_form} form of LoRA exists only as a '
+                    f'merged weight; use path="merged" or "auto"')
         return super()._factorised_refusal()
 
     def describe(self) -> Dict[str, Any]:
         """Rank, scaling and conv form; the rank r bounds the unfolded update's rank."""
+        # The reshape and loralib products are laid out across the kernel modes, so r does not
+        # bound the output-mode unfolding there (reshape: up to r * k_1).
+        bound = int(self.ranks[0]) if self.lora_conv_form == 'peft' or not self.is_conv else None
         return dict(super().describe(), scaling=self.scaling, alpha=self.config.alpha,
-                    lora_conv_form=self.lora_conv_form, rank_bound=int(self.ranks[0]))
+                    lora_conv_form=self.lora_conv_form, rank_bound=bound)
 
     def _delta_weight(self) -> Tensor:
         """``scaling * B A`` laid out as the update (base weight's shape, or dense)."""

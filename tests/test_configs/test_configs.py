@@ -133,8 +133,10 @@ def test_budget_configs_change_only_the_rank(task, rank):
     ('frozen', dict(method='none')),
     ('full', dict(method='full')),
     ('bitfit', dict(method='bitfit', exclude=[r'\.mlp\.grn$'])),
-    ('lora_r16', dict(method='lora', r=16, pointwise=True)),
-    ('dora_r32', dict(method='dora', r=32, pointwise=True)),
+    ('lora_r16', dict(method='lora', r=16, pointwise=True, mode='structured',
+                      lora_conv_form='loralib')),
+    ('dora_r32', dict(method='dora', r=32, pointwise=True, mode='structured',
+                      lora_conv_form='loralib')),
 ])
 def test_baseline_configs_replace_only_the_adapter(task, baseline, adapter):
     paper = Config.fromfile(str(PAPER_CONFIGS[task]))
