@@ -14,3 +14,14 @@ def test_paper_configs_write_adapter_files_and_dw_statistics(task):
     cfg = Config.fromfile(str(PAPER_CONFIGS[task]))
     names = [hook['type'] for hook in cfg.custom_hooks]
     assert tuple(names) == EXPECTED
+
+
+@pytest.mark.parametrize('baseline,hooks', [
+    ('full', EXPECTED[:3]), ('frozen', EXPECTED[:4]), ('bitfit', EXPECTED[:4]),
+    ('lora_r8', EXPECTED), ('dora_r8', EXPECTED)])
+@pytest.mark.parametrize('task', sorted(PAPER_CONFIGS))
+def test_baselines_keep_the_hooks_that_have_something_to_act_on(baseline, hooks, task):
+    stem = PAPER_CONFIGS[task].stem
+    cfg = Config.fromfile(str(PAPER_CONFIGS[task].parents[1] / 'baselines' /
+                              f'{baseline}_{stem}.py'))
+    assert tuple(hook['type'] for hook in cfg.custom_hooks) == hooks
