@@ -1,15 +1,38 @@
-"""Which forward path an unmerged adapter layer runs, and the cost model behind the choice.
+"""Which forward path an unmerged adapter layer runs, and how the choice is made.
 
 ``'merged'`` runs the base op once with ``W0 + s*dW``; ``'factorised'`` runs the base op and
 the update as a chain of small ops beside it (never materialising ``dW``). The layer's
-``path`` setting forces one; ``'auto'`` compares their multiply-adds for the input at hand.
-Each method tells the model what its own pieces cost (``_build_flops``, ``_branch_flops``);
-this module only combines them.
+``path`` setting forces one; ``'auto'`` chooses:
+
+1. by a cost model: the multiply-adds of each path for the input at hand (each method says
+   what its own pieces cost: ``_build_flops``, ``_branch_flops``; this module combines them);
+2. in training, where the two estimates are within a factor ``MEASURE_WITHIN`` of each other
+   (dense-mode branches on grouped convs excepted, which the model keeps factorised) —
+   where multiply-adds alone cannot tell which is faster on this device (per-op overhead, a
+   library's kernel for the shape) — by measurement: both paths, forward and backward, are
+   timed once per layer signature (layer type, shapes, ranks, input shape, dtype, device,
+   autocast) at the first training step, and the decision is kept for the process
+   (:func:`path_decisions`; ``RandomStateHook`` keeps it in checkpoints so a resumed run
+   decides the same).
+
+Measurement happens outside autograd's view of the model (a detached copy of the input, its
+own gradients, saved-tensor hooks of gradient checkpointing neutralised) and never under
+``torch.compile`` tracing, where the cost model decides.
 """
 import math
+import time
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
+
+#: Measure where merged and factorised estimates are within this factor of each other.
+MEASURE_WITHIN = 4.0
+#: Timed forward+backward repetitions per path (after one warm-up); the fastest counts.
+MEASURE_REPEATS = 3
+_settings = dict(measure=True)
+#: Decisions measured in this process: layer signature -> 'merged' | 'factorised'.
+_decisions: Dict[Tuple, str] = {}
 
 
 
@@ -73,4 +96,83 @@ def choose_path(layer, x: Tensor) -> str:
     if training and isinstance(layer.adapter_dropout, nn.Dropout) and layer.training:
         return 'factorised'
     merged_cost, factorised_cost = path_costs(layer, x, training)
-    return 'merged' if merged_cost <= factorised_cost else 'factorised'
+    modelled = 'merged' if merged_cost <= factorised_cost else 'factorised'
+    close = max(merged_cost, factorised_cost) <= MEASURE_WITHIN * max(
+        min(merged_cost, factorised_cost), 1.0)
+    # A dense-mode update on a grouped conv would merge into a dense conv (exact only to
+    # rounding, and the grouped layout lost): such layers keep the cost model's choice.
+    if not (training and close and _settings['measure']) or layer.dense or _compiling():
+        return modelled
+    key = layer_signature(layer, x)
+    if key not in _decisions:
+        _decisions[key] = measured_faster_path(layer, x)
+    return _decisions[key]
+
+
+def measure_paths(enabled: bool) -> None:
+    """Turn measured path decisions on (the default) or off (the cost model decides alone)."""
+    _settings['measure'] = bool(enabled)
+
+
+def path_decisions() -> Dict[Tuple, str]:
+    """The decisions measured in this process so far (a copy)."""
+    return dict(_decisions)
+
+
+def load_path_decisions(decisions: Dict[Tuple, str], replace: bool = False) -> None:
+    """Take decisions measured elsewhere (a resumed run's checkpoint), keeping them."""
+    if replace:
+        _decisions.clear()
+    _decisions.update({tuple(k) if isinstance(k, list) else k: v
+                       for k, v in decisions.items() if v in ('merged', 'factorised')})
+
+
+def layer_signature(layer, x: Tensor) -> Tuple:
+    """What decides a path's speed: layer type, shapes, ranks, input, dtype, device, autocast."""
+    geometry = tuple(tuple(v) if isinstance(v, (list, tuple)) else v
+                     for v in (getattr(layer, name, None) for name in
+                               ('stride', 'padding', 'dilation', 'padding_mode')))
+    return (type(layer).__name__, tuple(layer.weight.shape), tuple(layer.update_shape),
+            tuple(layer.ranks), bool(layer.dense), layer.n_groups, geometry, tuple(x.shape),
+            str(x.dtype), str(x.device), bool(x.requires_grad), torch.is_autocast_enabled())
+
+
+def measured_faster_path(layer, x: Tensor) -> str:
+    """Time forward+backward of both paths on a copy of ``x``; return the faster.
+
+    Gradients go to ``torch.autograd.grad`` (nothing accumulates in ``.grad``), with identity
+    saved-tensor hooks so that gradient checkpointing around the layer leaves the timing alone.
+    """
+    params = [p for p in layer.adapter_parameters().values() if p.requires_grad]
+    probe = x.detach().clone().requires_grad_(x.requires_grad)
+    inputs = params + ([probe] if probe.requires_grad else [])
+    chosen, saved_path = {}, layer.path
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            for path in ('merged', 'factorised'):
+                layer.path = path
+                times = []
+                for repeat in range(MEASURE_REPEATS + 1):
+                    _synchronize(x.device)
+                    start = time.perf_counter()
+                    out = layer._forward(probe)
+                    torch.autograd.grad(out.float().sum(), inputs, allow_unused=True)
+                    _synchronize(x.device)
+                    if repeat:  # the first run warms caches and kernels up
+                        times.append(time.perf_counter() - start)
+                chosen[path] = min(times)
+    finally:
+        layer.path = saved_path
+        layer._update_cache = None
+    return 'merged' if chosen['merged'] <= chosen['factorised'] else 'factorised'
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return bool(compiler is not None and hasattr(compiler, 'is_compiling')
+                and compiler.is_compiling())

@@ -86,3 +86,23 @@ class TestRandomStateHookByEpoch(TestRandomStateHook):
         resumed.train()
         self.assertEqual(resumed.epoch, 3)
         return adapter_tensors(resumed.model)
+
+
+def test_measured_path_decisions_travel_with_the_checkpoint():
+    from mmflora.adapters import paths
+    from mmflora.engine import RandomStateHook
+
+    class Runner:
+        _resume = True
+        logger = None
+
+    saved = paths.path_decisions()
+    try:
+        paths.load_path_decisions({('FLoRALinear', (4, 4)): 'merged'}, replace=True)
+        checkpoint = {'meta': {}}
+        RandomStateHook().before_save_checkpoint(Runner(), checkpoint)
+        paths.load_path_decisions({}, replace=True)
+        RandomStateHook().after_load_checkpoint(Runner(), checkpoint)
+        assert paths.path_decisions() == {('FLoRALinear', (4, 4)): 'merged'}
+    finally:
+        paths.load_path_decisions(saved, replace=True)

@@ -10,7 +10,9 @@ epoch for epoch-based loops), in the resumed run *and* in the run that saved it.
 checkpoint and the next iteration both runs consume random numbers differently (the
 uninterrupted one may validate; a resumed iteration-based loop replays the dataloader to its
 position; a new dataloader iterator draws a seed), and rewinding both to the saved state at the
-same point makes what follows identical. Exact when the data pipeline draws no random numbers
+same point makes what follows identical. The measured forward-path decisions of the adapter
+layers (:mod:`mmflora.adapters.paths`) travel too, so the resumed run computes each layer the
+way the interrupted one did. Exact when the data pipeline draws no random numbers
 in the main process (dataloader workers, ``num_workers >= 1``, are seeded by mmengine from the
 run's seed and replay the same way; random augmentations with ``num_workers=0`` do not).
 """
@@ -23,10 +25,13 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from mmflora.adapters.paths import load_path_decisions, path_decisions
 from ..runner_access import is_resuming, trains_by_epoch
 
 #: Key of the saved generator states (one entry per rank) in ``checkpoint['meta']``.
 RANDOM_STATE_KEY = 'random_state'
+#: Key of the measured path decisions ((layer signature, path) pairs) in ``checkpoint['meta']``.
+PATH_DECISIONS_KEY = 'path_decisions'
 
 
 def capture_random_state() -> Dict:
@@ -73,14 +78,18 @@ class RandomStateHook(Hook):
         """Store every rank's generator state in the checkpoint (called on every rank)."""
         state = capture_random_state()
         states: List[Dict] = all_gather_object(state) if get_world_size() > 1 else [state]
-        checkpoint.setdefault('meta', {})[RANDOM_STATE_KEY] = states
+        meta = checkpoint.setdefault('meta', {})
+        meta[RANDOM_STATE_KEY] = states
+        meta[PATH_DECISIONS_KEY] = list(path_decisions().items())
         self._rewind_to = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """On resume, keep this rank's saved state for the first iteration."""
-        states = (checkpoint.get('meta') or {}).get(RANDOM_STATE_KEY)
+        meta = checkpoint.get('meta') or {}
+        states = meta.get(RANDOM_STATE_KEY)
         if not is_resuming(runner):
             return
+        load_path_decisions(dict(meta.get(PATH_DECISIONS_KEY) or []))
         if not states:
             runner.logger.warning('RandomStateHook: the resumed checkpoint holds no random '
                                   'state (saved without this hook); dropout and other random '
