@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import AdapterConfig
 from .geometry import CONV_FUNCTIONS, UpdateGeometry, update_geometry
@@ -332,8 +333,15 @@ class AdapterLayer:
             groups = 1 if self.dense else self.n_groups
             return self._conv(x, self.merged_weight(), self.bias, groups)
         out = self._conv(x, self.weight, self.bias, self.n_groups)
-        branch = self._branch(self.adapter_dropout(x).to(self._adapter_dtype))
-        return out + branch.to(out.dtype)
+        return out + self._run_branch(x).to(out.dtype)
+
+    def _run_branch(self, x: Tensor) -> Tensor:
+        """The factorised branch on ``x``: adapter dropout, the adapters' dtype, and, with
+        ``recompute``, nothing of it kept for backward (it runs again there)."""
+        adapter_input = self.adapter_dropout(x).to(self._adapter_dtype)
+        if self.config.recompute and torch.is_grad_enabled():
+            return checkpoint(self._branch, adapter_input, use_reentrant=False)
+        return self._branch(adapter_input)
 
     @property
     def _adapter_dtype(self) -> torch.dtype:

@@ -46,6 +46,9 @@ class AdapterConfig:
         mode (str): 'dense' or 'structured' for grouped and depthwise convs.
         path (str): 'auto', 'merged' or 'factorised'.
         dropout (float): Dropout on the adapter input. Defaults to 0 (as in the paper).
+        recompute (bool): Recompute the factorised branch's intermediates in backward instead
+            of keeping them (less memory, a longer step; see benchmarks/BENCHMARKS.md).
+            Defaults to False.
         strict_ranks (bool): Raise instead of capping a rank above its mode size.
         lora_conv_form (str): 'peft', 'reshape' or 'loralib' (LoRA/DoRA convs).
         targets (list, optional): Module classes, class names or name regexes to adapt.
@@ -63,6 +66,7 @@ class AdapterConfig:
     mode: str = 'dense'
     path: str = 'auto'
     dropout: float = 0.0
+    recompute: bool = False
     strict_ranks: bool = False
     lora_conv_form: str = 'peft'
     targets: Optional[List[Target]] = None
@@ -112,8 +116,9 @@ class AdapterConfig:
             value = getattr(self, field)
             if value not in choices:
                 raise ValueError(f'{field}={value!r}: {field} must be one of {choices}')
-        if not isinstance(self.strict_ranks, bool):
-            raise ValueError(f'strict_ranks={self.strict_ranks!r}: give True or False')
+        for field in ('strict_ranks', 'recompute'):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f'{field}={getattr(self, field)!r}: give True or False')
         for field in ('targets', 'exclude', 'trainable'):
             value = getattr(self, field)
             if value is not None and not isinstance(value, list):

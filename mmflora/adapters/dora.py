@@ -83,7 +83,7 @@ class DoRAMixin(LoRAMixin):
         if self.merged or self.choose_path(x) == 'merged':
             return super()._forward(x)
         out = self._conv(x, self.weight, None, self.n_groups)
-        out = out + self._branch(self.adapter_dropout(x).to(self.lora_A.dtype)).to(out.dtype)
+        out = out + self._run_branch(x).to(out.dtype)
         channel_shape = (-1, *([1] * (out.dim() - 2))) if self.is_conv else (-1, )
         out = out * self._channel_scale().reshape(channel_shape).to(out.dtype)
         return out if self.bias is None else out + self.bias.reshape(channel_shape)

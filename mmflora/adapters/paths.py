@@ -73,9 +73,10 @@ def path_costs(layer, x: Tensor, training: bool):
             layer.in_channels - layer.in_channels // layer.n_groups)
     effective_in = layer.in_channels_total if layer.dense else layer.weight.shape[1]
     weight_grad = positions * layer.out_channels_total * effective_in * kernel
-    if training:
+    if training:  # with recompute the branch's forward runs a second time in backward
+        passes = 4 if layer.config.recompute else 3
         return (3 * layer._build_flops() + 3 * dense_extra + weight_grad,
-                3 * layer._branch_flops(x))
+                passes * layer._branch_flops(x))
     merged = dense_extra + math.prod(layer.update_shape)
     if not layer.caches_update:
         merged += layer._build_flops()
