@@ -4,11 +4,3 @@ _base_ = '../flora/upernet_convnextv2_l_ade20k.py'
 
 model = dict(backbone=dict(adapter=dict(_delete_=True, method='none')))
 
-# No adapter layers: nothing for DeltaWeightStatsHook to measure. Adapter files stay (they
-# hold what trains: the output norms, neck and heads).
-custom_hooks = [
-    dict(type='CheckpointMatchHook'),
-    dict(type='RandomStateHook'),
-    dict(type='TrainableParamsHook'),
-    dict(type='AdapterCheckpointHook'),
-]

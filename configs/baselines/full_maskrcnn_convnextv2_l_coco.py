@@ -3,10 +3,6 @@ _base_ = '../flora/maskrcnn_convnextv2_l_coco.py'
 
 model = dict(backbone=dict(adapter=dict(_delete_=True, method='full')))
 
-# No adapters: nothing for DeltaWeightStatsHook to measure, and an adapter file would hold the
-# whole backbone; the guard hooks stay.
-custom_hooks = [
-    dict(type='CheckpointMatchHook'),
-    dict(type='RandomStateHook'),
-    dict(type='TrainableParamsHook'),
-]
+# No adapters to measure, and an adapter file would hold the whole backbone: guards only.
+custom_hooks = [dict(type='CheckpointMatchHook'), dict(type='RandomStateHook'),
+                dict(type='TrainableParamsHook')]

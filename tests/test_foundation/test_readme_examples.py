@@ -19,16 +19,21 @@ def python_blocks(marker: str) -> list:
     return found
 
 
-def test_inherited_config_example_loads_and_its_schedule_follows_max_epochs(tmp_path):
+def inherited_example(tmp_path) -> Config:
+    """README's inherited config, loaded from where it says it sits (configs/my_project/)."""
     (block, ) = python_blocks('# configs/my_project/')
     folder = tmp_path / 'configs' / 'my_project'
     folder.mkdir(parents=True)
-    # The example sits in configs/my_project/ and points at ../flora/: mirror that.
+    # The example points at ../flora/: mirror that.
     (tmp_path / 'configs' / 'flora').symlink_to(REPO / 'configs' / 'flora')
     (tmp_path / 'configs' / '_base_').symlink_to(REPO / 'configs' / '_base_')
     path = folder / 'maskrcnn_flora_balloons.py'
     path.write_text(block)
-    cfg = Config.fromfile(str(path))
+    return Config.fromfile(str(path))
+
+
+def test_inherited_config_example_loads_and_its_schedule_follows_max_epochs(tmp_path):
+    cfg = inherited_example(tmp_path)
     assert cfg.model.roi_head.bbox_head.num_classes == 1
     assert cfg.model.backbone.adapter.r == 16
     assert cfg.train_cfg.max_epochs == 24
@@ -39,14 +44,7 @@ def test_inherited_config_example_loads_and_its_schedule_follows_max_epochs(tmp_
 def test_inherited_config_example_warms_up_within_the_first_epoch_of_a_small_dataset(tmp_path):
     import torch
     from mmengine.registry import PARAM_SCHEDULERS
-    (block, ) = python_blocks('# configs/my_project/')
-    folder = tmp_path / 'configs' / 'my_project'
-    folder.mkdir(parents=True)
-    (tmp_path / 'configs' / 'flora').symlink_to(REPO / 'configs' / 'flora')
-    (tmp_path / 'configs' / '_base_').symlink_to(REPO / 'configs' / '_base_')
-    path = folder / 'maskrcnn_flora_balloons.py'
-    path.write_text(block)
-    cfg = Config.fromfile(str(path))
+    cfg = inherited_example(tmp_path)
     # 61 balloon images at the paper's batch of 32: 2 iterations an epoch, 48 in all.
     epoch_length, base_lr = 2, cfg.optim_wrapper.optimizer.lr
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)

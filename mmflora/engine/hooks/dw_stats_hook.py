@@ -153,10 +153,10 @@ class DeltaWeightStatsHook(Hook):
             return
         started = time.perf_counter()
         stats = self.compute(unwrap_model(runner.model))
-        if not stats:
+        if not stats:  # frozen, BitFit and full fine-tuning have no update to measure
             if not self._warned:
-                runner.logger.warning('DeltaWeightStatsHook: the model has no adapter layer '
-                                      'selected; nothing to log')
+                runner.logger.info('DeltaWeightStatsHook: the model has no adapter layer '
+                                   'selected; nothing to log')
                 self._warned = True
             return
         norms = {name: s['norm'] for name, s in stats.items()}
