@@ -38,15 +38,18 @@ class TestRandomStateHook(RunnerTestCase):
         runner.train()
         return adapter_tensors(runner.model)
 
+    #: The iteration the run is killed at, and the progress a finished run reaches.
+    crash_at, finished = 4, ('iter', 6)
+
     def killed_and_resumed(self, hooks, work_dir):
-        runner = self.build_runner(self.cfg(work_dir, hooks + [dict(type='MMFloraCrashHook',
-                                                                    at=4)]))
+        runner = self.build_runner(self.cfg(work_dir, hooks + [
+            dict(type='MMFloraCrashHook', at=self.crash_at)]))
         with self.assertRaises(KeyboardInterrupt):
             runner.train()
         resumed = self.build_runner(self.cfg(work_dir, hooks, resume=True,
                                              experiment_name='resumed'))
         resumed.train()
-        self.assertEqual(resumed.iter, 6)
+        self.assertEqual(getattr(resumed, self.finished[0]), self.finished[1])
         return adapter_tensors(resumed.model)
 
     def test_a_killed_run_with_dropout_resumes_to_the_uninterrupted_result_bit_for_bit(self):
@@ -75,17 +78,8 @@ class TestRandomStateHookByEpoch(TestRandomStateHook):
         cfg.log_processor = dict(by_epoch=True)
         return cfg
 
-    def killed_and_resumed(self, hooks, work_dir):
-        # 16 images in batches of 4: killed in the middle of epoch 2, resumed from epoch 1.
-        runner = self.build_runner(self.cfg(work_dir, hooks + [dict(type='MMFloraCrashHook',
-                                                                    at=6)]))
-        with self.assertRaises(KeyboardInterrupt):
-            runner.train()
-        resumed = self.build_runner(self.cfg(work_dir, hooks, resume=True,
-                                             experiment_name='resumed'))
-        resumed.train()
-        self.assertEqual(resumed.epoch, 3)
-        return adapter_tensors(resumed.model)
+    # 16 images in batches of 4: killed in the middle of epoch 2, resumed from epoch 1.
+    crash_at, finished = 6, ('epoch', 3)
 
 
 def test_measured_path_decisions_travel_with_the_checkpoint():
