@@ -10,7 +10,8 @@ version runs. Everything here depends on how that version builds a training run:
     Runner.val/test:  before_run -> load_or_resume -> loop: before_val/before_test
 
 and on what it records: ``Runner._resume`` (the run resumes a checkpoint), ``Runner._has_loaded``
-(a checkpoint was loaded), ``Runner._load_from`` (the checkpoint file), the log message of ``DefaultOptimWrapperConstructor`` for every
+(a checkpoint was loaded), ``Runner._load_from`` (the checkpoint file), when ``CheckpointHook``
+saves (its interval test), the log message of ``DefaultOptimWrapperConstructor`` for every
 frozen parameter.
 """
 import contextlib
@@ -60,6 +61,22 @@ def trains_by_epoch(runner) -> bool:
     """Whether the runner's training loop is epoch-based (``EpochBasedTrainLoop``)."""
     from mmengine.runner import EpochBasedTrainLoop
     return isinstance(runner.train_loop, EpochBasedTrainLoop)
+
+
+def checkpoint_due(runner, point: str) -> bool:
+    """Whether the runner's ``CheckpointHook`` saves at the end of this ``point`` ('iter' or
+    'epoch'), by the same test it applies itself (interval from ``save_begin``, the last one
+    when ``save_last``)."""
+    from mmengine.hooks import CheckpointHook
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook) or hook.by_epoch != (point == 'epoch'):
+            continue
+        if point == 'epoch':
+            return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+                        or (hook.save_last and hook.is_last_train_epoch(runner)))
+        return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                    or (hook.save_last and hook.is_last_train_iter(runner)))
+    return False
 
 
 def checkpoint_source(runner, checkpoint: dict) -> str:

@@ -75,6 +75,10 @@ def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp
     assert 'GPU number: 2' in out  # mmengine's name for the world size
     ckpt = load_ckpt(osp.join(cfg.work_dir, 'iter_2.pth'))
     assert ckpt['meta']['iter'] == 2
+    # RandomStateHook gathered both ranks' generator states (rank 0 alone writes the file;
+    # the ranks share one seed here, so the states may be equal).
+    states = ckpt['meta']['random_state']
+    assert len(states) == 2 and all(set(state) >= {'torch', 'numpy', 'python'} for state in states)
     logs = glob.glob(osp.join(cfg.work_dir, '*', 'vis_data', 'scalars.json'))
     assert logs, 'no scalar log written'
     with open(logs[0]) as f:

@@ -5,12 +5,13 @@ dropout, an adapter's ``dropout``) differ from those of the uninterrupted run, a
 every tensor trained afterwards. This hook saves the state of torch's CPU and CUDA generators,
 NumPy's and Python's — for every rank — in ``checkpoint['meta']['random_state']``.
 
-The state is put back at the start of the first iteration after the checkpoint (the first
-epoch for epoch-based loops), in the resumed run *and* in the run that saved it. Between a
-checkpoint and the next iteration both runs consume random numbers differently (the
-uninterrupted one may validate; a resumed iteration-based loop replays the dataloader to its
-position; a new dataloader iterator draws a seed), and rewinding both to the saved state at the
-same point makes what follows identical. The measured forward-path decisions of the adapter
+Where a checkpoint is about to be written, every rank takes its state (mmengine writes the file
+on rank 0 only, so the states are gathered first), and the state is put back at the start of
+the next step (the next epoch for epoch-based loops), in the resumed run *and* in the run that
+saved it. Between a checkpoint and the next step both runs draw random numbers differently
+(the uninterrupted one may validate; a resumed iteration-based loop replays the dataloader to
+its position; a new dataloader iterator draws a seed), and rewinding both to the saved state
+at the same point makes what follows identical. The measured forward-path decisions of the adapter
 layers (:mod:`mmflora.adapters.paths`) travel too, so the resumed run computes each layer the
 way the interrupted one did. Exact when the data pipeline draws no random numbers
 in the main process (dataloader workers, ``num_workers >= 1``, are seeded by mmengine from the
@@ -26,7 +27,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from mmflora.adapters.paths import load_path_decisions, path_decisions
-from ..runner_access import is_resuming, trains_by_epoch
+from ..runner_access import checkpoint_due, is_resuming, trains_by_epoch
 
 #: Key of the saved generator states (one entry per rank) in ``checkpoint['meta']``.
 RANDOM_STATE_KEY = 'random_state'
@@ -69,19 +70,40 @@ class RandomStateHook(Hook):
     ``dict(type='RandomStateHook')`` in ``custom_hooks`` (the shipped configs do).
     """
 
-    priority = 'LOWEST'  # rewind after every other before_train_iter/epoch hook
+    # Before CheckpointHook (VERY_LOW) in after_train_iter/epoch, where every rank takes its
+    # state; the rewind in before_train_iter/epoch then comes after LoggerHook and the others.
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._rewind_to: Optional[Dict] = None
+        self._captured: Optional[List[Dict]] = None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Take every rank's state when CheckpointHook is about to save after this step."""
+        if checkpoint_due(runner, 'iter'):
+            self._capture()
+
+    def after_train_epoch(self, runner) -> None:
+        """Take every rank's state when CheckpointHook is about to save after this epoch."""
+        if checkpoint_due(runner, 'epoch'):
+            self._capture()
+
+    def _capture(self) -> None:
+        # mmengine saves checkpoints on rank 0 only (Runner.save_checkpoint is master_only),
+        # so the other ranks' states are gathered here, where every rank passes.
+        state = capture_random_state()
+        self._captured = all_gather_object(state) if get_world_size() > 1 else [state]
+        self._rewind_to = state
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Store every rank's generator state in the checkpoint (called on every rank)."""
-        state = capture_random_state()
-        states: List[Dict] = all_gather_object(state) if get_world_size() > 1 else [state]
+        """Store every rank's generator state (taken just before) in the checkpoint."""
+        states, self._captured = self._captured, None
+        if states is None:  # saved where no rank could gather (a best checkpoint after val)
+            states = [capture_random_state()] if get_world_size() == 1 else None
         meta = checkpoint.setdefault('meta', {})
-        meta[RANDOM_STATE_KEY] = states
+        if states is not None:
+            meta[RANDOM_STATE_KEY] = states
         meta[PATH_DECISIONS_KEY] = list(path_decisions().items())
-        self._rewind_to = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """On resume, keep this rank's saved state for the first iteration."""
@@ -110,7 +132,8 @@ class RandomStateHook(Hook):
             self._rewind()
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Iteration-based loops: rewind before the first step after the checkpoint."""
+        """Iteration-based loops: rewind before the first step after the checkpoint (after a
+        resumed loop has replayed its dataloader)."""
         if not trains_by_epoch(runner):
             self._rewind()
 
