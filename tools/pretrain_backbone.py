@@ -50,12 +50,17 @@ import sys
 import time
 from typing import Dict, Optional, Tuple
 
-import torch
-import torch.nn.functional as F
-from timm.models.convnext import ConvNeXt
-from torch import Tensor, nn
+# OpenMP threads busy-wait by default: when other jobs share the cores, two
+# threads then run several times slower than one. Passive waiting avoids it;
+# it must be set before torch loads OpenMP, and only changes scheduling.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from mmflora.datasets import generate, get_task, task_to_dict
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from timm.models.convnext import ConvNeXt  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from mmflora.datasets import generate, get_task, task_to_dict  # noqa: E402
 
 # The configs' data_preprocessor statistics (RGB, 0-255).
 MEAN = (123.675, 116.28, 103.53)
@@ -89,10 +94,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='seed of the held-out set (its own seed stream)')
     parser.add_argument('--log-interval', type=int, default=50,
                         help='steps between progress lines when the output is not a terminal')
+    parser.add_argument('--probe', action='store_true',
+                        help='also linear-probe the trunk against a random one on the near and '
+                        'far target tasks (about 30 s), recorded in the sidecar')
+    parser.add_argument('--probe-images', type=int, default=2000,
+                        help='training images per probe (half as many test it)')
     parser.add_argument('--out', default=None,
                         help='checkpoint path (default: checkpoints/convnextv2_<arch>_procedural.pth)')
     args = parser.parse_args(argv)
-    for name in ('steps', 'batch_size', 'threads', 'eval_images', 'log_interval'):
+    for name in ('steps', 'batch_size', 'threads', 'eval_images', 'log_interval',
+                 'probe_images'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1, got '
                          f'{getattr(args, name)}.')
@@ -229,6 +240,71 @@ def evaluate(model: nn.Module, task, num_images: int, eval_seed: int) -> dict:
     return dict(images=seen, seed=eval_seed, accuracy=correct / seen, loss=loss_sum / seen)
 
 
+@torch.no_grad()
+def pooled_features(model: nn.Module, task, num_images: int, seed) -> Tuple[Tensor, Tensor]:
+    """The classifier's pre-logits (pooled, normalised trunk output) for
+    ``num_images`` images of ``task``, and their labels."""
+    model.eval()
+    features, labels = [], []
+    for chunk in range(math.ceil(num_images / EVAL_CHUNK)):
+        batch = generate(task, min(EVAL_CHUNK, num_images - chunk * EVAL_CHUNK),
+                         (*seed, chunk))
+        trunk = model.forward_features(normalise(batch.images))
+        features.append(model.forward_head(trunk, pre_logits=True))
+        labels.append(batch.labels)
+    return torch.cat(features), torch.cat(labels)
+
+
+def linear_probe(model: nn.Module, task_name: str, seed: int, train_images: int = 2000,
+                 test_images: int = 1000) -> float:
+    """Test accuracy of a linear classifier on the frozen model's features.
+
+    The classifier is multinomial logistic regression (L2 1e-4, 200 L-BFGS
+    iterations) on standardised features of ``train_images`` images of the
+    task, tested on ``test_images`` images of another seed stream.
+    """
+    task = get_task(task_name)
+    train_x, train_y = pooled_features(model, task, train_images, (seed, 2))
+    test_x, test_y = pooled_features(model, task, test_images, (seed, 3))
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    classifier = nn.Linear(train_x.shape[1], len(task.classes))
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=200,
+                                  line_search_fn='strong_wolfe')
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(train_x), train_y) + \
+            1e-4 * classifier.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return (classifier(test_x).argmax(1) == test_y).float().mean().item()
+
+
+def probe_against_random(model: nn.Module, args: argparse.Namespace) -> dict:
+    """Linear-probe accuracy of the pretrained and of a freshly initialised
+    classifier (seed ``args.seed + 1``) on the near and far target tasks."""
+    torch.manual_seed(args.seed + 1)
+    random_model = build_classifier(args.arch, model.head.fc.out_features)
+    result = {}
+    for task_name in ('near', 'far'):
+        result[task_name] = dict(
+            pretrained=linear_probe(model, task_name, args.eval_seed, args.probe_images,
+                                    max(1, args.probe_images // 2)),
+            random_init=linear_probe(random_model, task_name, args.eval_seed,
+                                     args.probe_images, max(1, args.probe_images // 2)))
+        print(f'[pretrain] linear probe on {task_name!r}: pretrained '
+              f'{result[task_name]["pretrained"]:.4f}, random init '
+              f'{result[task_name]["random_init"]:.4f}', flush=True)
+    return result
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it."""
     folder = osp.dirname(osp.abspath(path))
@@ -272,6 +348,12 @@ def pretrain(args: argparse.Namespace) -> dict:
     print(f'[pretrain] held-out accuracy {held_out["accuracy"]:.4f} on '
           f'{held_out["images"]} images (loss {held_out["loss"]:.3f})', flush=True)
     sha256 = save_checkpoint(model, args.out)
+    wall_time = time.perf_counter() - wall_start
+    probe = None
+    if args.probe:
+        probe_start = time.perf_counter()
+        probe = probe_against_random(model, args)
+        probe['seconds'] = time.perf_counter() - probe_start
     record = dict(
         checkpoint=osp.basename(args.out),
         format='timm',
@@ -289,10 +371,11 @@ def pretrain(args: argparse.Namespace) -> dict:
         seed=args.seed,
         threads=args.threads,
         held_out=held_out,
+        linear_probe=probe,
         final_train_loss=stats['final_loss'],
         train_images_per_s=stats['train_images_per_s'],
         generator_images_per_s=stats['generator_images_per_s'],
-        wall_time_s=time.perf_counter() - wall_start,
+        wall_time_s=wall_time,
         torch_version=torch.__version__,
         python_version=platform.python_version(),
         sha256=sha256)

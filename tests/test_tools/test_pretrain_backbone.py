@@ -95,6 +95,16 @@ def test_progress_prints_a_line_per_interval_with_loss_speed_and_eta(tmp_path, c
     assert all('loss' in line and 'img/s' in line and 'ETA' in line for line in lines)
 
 
+def test_probe_compares_the_trunk_with_a_random_one_on_near_and_far(tmp_path):
+    record = run_tiny(tmp_path / 'probe.pth', '--probe', '--probe-images', '40')
+    probe = record['linear_probe']
+    assert set(probe) == {'near', 'far', 'seconds'}
+    for result in (probe['near'], probe['far']):
+        assert set(result) == {'pretrained', 'random_init'}
+        assert all(0.0 <= accuracy <= 1.0 for accuracy in result.values())
+    assert record['linear_probe'] == json.load(open(f'{tmp_path}/probe.pth.json'))['linear_probe']
+
+
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
     args = pretrain_backbone.parse_args(['--steps', '100', '--lr', '0.01'])
     rates = [pretrain_backbone.learning_rate(s, args) for s in range(100)]
