@@ -95,8 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--log-interval', type=int, default=50,
                         help='steps between progress lines when the output is not a terminal')
     parser.add_argument('--probe', action='store_true',
-                        help='also linear-probe the trunk against a random one on the near and '
-                        'far target tasks (about 30 s), recorded in the sidecar')
+                        help='also linear-probe the trunk against a random one (seed + 1) on the '
+                        'target tasks (tools/probe_backbone.py; about 1.5 min), in the sidecar')
     parser.add_argument('--probe-images', type=int, default=2000,
                         help='training images per probe (half as many test it)')
     parser.add_argument('--out', default=None,
@@ -240,71 +240,6 @@ def evaluate(model: nn.Module, task, num_images: int, eval_seed: int) -> dict:
     return dict(images=seen, seed=eval_seed, accuracy=correct / seen, loss=loss_sum / seen)
 
 
-@torch.no_grad()
-def pooled_features(model: nn.Module, task, num_images: int, seed) -> Tuple[Tensor, Tensor]:
-    """The classifier's pre-logits (pooled, normalised trunk output) for
-    ``num_images`` images of ``task``, and their labels."""
-    model.eval()
-    features, labels = [], []
-    for chunk in range(math.ceil(num_images / EVAL_CHUNK)):
-        batch = generate(task, min(EVAL_CHUNK, num_images - chunk * EVAL_CHUNK),
-                         (*seed, chunk))
-        trunk = model.forward_features(normalise(batch.images))
-        features.append(model.forward_head(trunk, pre_logits=True))
-        labels.append(batch.labels)
-    return torch.cat(features), torch.cat(labels)
-
-
-def linear_probe(model: nn.Module, task_name: str, seed: int, train_images: int = 2000,
-                 test_images: int = 1000) -> float:
-    """Test accuracy of a linear classifier on the frozen model's features.
-
-    The classifier is multinomial logistic regression (L2 1e-4, 200 L-BFGS
-    iterations) on standardised features of ``train_images`` images of the
-    task, tested on ``test_images`` images of another seed stream.
-    """
-    task = get_task(task_name)
-    train_x, train_y = pooled_features(model, task, train_images, (seed, 2))
-    test_x, test_y = pooled_features(model, task, test_images, (seed, 3))
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    classifier = nn.Linear(train_x.shape[1], len(task.classes))
-    nn.init.zeros_(classifier.weight)
-    nn.init.zeros_(classifier.bias)
-    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=200,
-                                  line_search_fn='strong_wolfe')
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(classifier(train_x), train_y) + \
-            1e-4 * classifier.weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    with torch.no_grad():
-        return (classifier(test_x).argmax(1) == test_y).float().mean().item()
-
-
-def probe_against_random(model: nn.Module, args: argparse.Namespace) -> dict:
-    """Linear-probe accuracy of the pretrained and of a freshly initialised
-    classifier (seed ``args.seed + 1``) on the near and far target tasks."""
-    torch.manual_seed(args.seed + 1)
-    random_model = build_classifier(args.arch, model.head.fc.out_features)
-    result = {}
-    for task_name in ('near', 'far'):
-        result[task_name] = dict(
-            pretrained=linear_probe(model, task_name, args.eval_seed, args.probe_images,
-                                    max(1, args.probe_images // 2)),
-            random_init=linear_probe(random_model, task_name, args.eval_seed,
-                                     args.probe_images, max(1, args.probe_images // 2)))
-        print(f'[pretrain] linear probe on {task_name!r}: pretrained '
-              f'{result[task_name]["pretrained"]:.4f}, random init '
-              f'{result[task_name]["random_init"]:.4f}', flush=True)
-    return result
-
-
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it."""
     folder = osp.dirname(osp.abspath(path))
@@ -333,7 +268,7 @@ def save_checkpoint(model: nn.Module, path: str) -> str:
 
 def pretrain(args: argparse.Namespace) -> dict:
     """Run the whole pretraining; returns the sidecar record."""
-    wall_start = time.perf_counter()
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
@@ -348,11 +283,14 @@ def pretrain(args: argparse.Namespace) -> dict:
     print(f'[pretrain] held-out accuracy {held_out["accuracy"]:.4f} on '
           f'{held_out["images"]} images (loss {held_out["loss"]:.3f})', flush=True)
     sha256 = save_checkpoint(model, args.out)
-    wall_time = time.perf_counter() - wall_start
+    wall_time, cpu_time = time.perf_counter() - wall_start, time.process_time() - cpu_start
     probe = None
     if args.probe:
+        from probe_backbone import probe_against_random
         probe_start = time.perf_counter()
-        probe = probe_against_random(model, args)
+        torch.manual_seed(args.seed + 1)
+        probe = probe_against_random(model, build_classifier(args.arch, len(task.classes)),
+                                     args.eval_seed, args.probe_images, exclude=(task.name, ))
         probe['seconds'] = time.perf_counter() - probe_start
     record = dict(
         checkpoint=osp.basename(args.out),
@@ -376,6 +314,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         train_images_per_s=stats['train_images_per_s'],
         generator_images_per_s=stats['generator_images_per_s'],
         wall_time_s=wall_time,
+        cpu_time_s=cpu_time,  # all threads; barely moves when other jobs share the cores
         torch_version=torch.__version__,
         python_version=platform.python_version(),
         sha256=sha256)

@@ -12,13 +12,16 @@ and ``torch.get_num_threads()`` play no part.
 Tasks (``TASKS``)
 -----------------
 ``source`` (12 classes) -- the pretraining task.
-    One to three objects of the same primitive on a dark-to-mid grey
-    background (grey 10-110, a faint tint, a linear gradient, sensor noise).
-    The class is the primitive: circle, ellipse, square, bar, triangle,
-    hexagon, star, cross, ring, crescent, semicircle or L-shape. Everything
+    One to three objects of the same primitive on a grey background with a
+    faint tint, a linear gradient and sensor noise: dark (grey 10-110) with
+    bright objects in 70 % of the images, light (grey 130-230) with dark
+    objects in the others, so the trunk learns edges of both contrast
+    polarities. The class is the primitive: circle, ellipse, square, bar,
+    triangle, hexagon, star, cross, ring, crescent, semicircle or L-shape.
+    Everything
     else is a nuisance the network must see through: position, size (radius
     6-26 px), rotation, the aspect of ellipses (1.6-2.5) and bars (2.5-4),
-    the hue (random, bright), and the fill (flat in 40 % of the objects, else
+    the colour (random hue), and the fill (flat in 40 % of the objects, else
     stripes, checker, gradient or pixel noise between the colour and a
     contrasting shade). Telling the classes apart takes edges, corners,
     curvature, holes, concavities and elongation, at several scales: the
@@ -29,10 +32,11 @@ Tasks (``TASKS``)
     The same primitives, renderer and figure/ground layout, with new class
     definitions and a shifted appearance: the class is (primitive, fill) for
     five primitives (circle, square, triangle, star, ring) times two fills
-    (flat, stripes), so a fill that was a nuisance now matters; backgrounds
-    are light (grey 120-210) and objects dark, desaturated and larger. A
-    trunk pretrained on ``source`` already encodes the shapes and has seen
-    the stripes, so this is near.
+    (flat, stripes), so a fill that was a nuisance now matters; the
+    appearance shifts to what ``source`` shows only in its minority: every
+    background light (grey 120-210), objects dark, desaturated, larger and at
+    most two. A trunk pretrained on ``source`` already encodes the shapes
+    and has seen stripes and light backgrounds, so this is near.
 ``far`` (10 classes) -- a target task with a large domain gap.
     No objects at all: full-frame patterns in a random two-colour palette
     (a light pastel and a saturated ink, unlike ``source``'s grey-and-bright
@@ -61,7 +65,6 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
-
 import torch
 
 from .patterns import PATTERNS
@@ -90,11 +93,17 @@ class ShapeTask:
         radius_multi: Radius range when there are several objects (each
             sits in its own image quadrant, so at most 0.25). Defaults to
             (0.1, 0.2).
-        background_grey: Range of the background's grey level (0-255).
+        background_grey: Range of a dark background's grey level (0-255).
         background_tint: Largest per-channel offset of the background.
         background_gradient: Largest grey change across the image.
         object_saturation: Saturation range of object colours (HSV).
-        object_value: Value (brightness) range of object colours (HSV).
+        object_value: Value (brightness) range of object colours (HSV) on a
+            dark background.
+        light_background_prob: Share of images with a light background and
+            dark objects instead (contrast polarity). Defaults to 0.3.
+        light_background_grey: Grey-level range of a light background.
+        light_object_value: Value range of object colours on a light
+            background.
         fill_period: Period range of stripes and checkers in pixels.
         noise_std: Range of the per-image sensor-noise standard deviation.
     """
@@ -112,6 +121,9 @@ class ShapeTask:
     background_gradient: float = 30.0
     object_saturation: Range = (0.35, 1.0)
     object_value: Range = (0.5, 1.0)
+    light_background_prob: float = 0.3
+    light_background_grey: Range = (130.0, 230.0)
+    light_object_value: Range = (0.05, 0.45)
     fill_period: Range = (3.0, 8.0)
     noise_std: Range = (1.0, 6.0)
     kind: str = 'shapes'
@@ -205,9 +217,10 @@ TASKS = dict(
         max_objects=2,
         radius_single=(0.2, 0.4),
         radius_multi=(0.12, 0.22),
-        background_grey=(120.0, 210.0),
+        light_background_prob=1.0,
+        light_background_grey=(120.0, 210.0),
         object_saturation=(0.2, 0.7),
-        object_value=(0.1, 0.55),
+        light_object_value=(0.1, 0.55),
         fill_period=(4.0, 9.0)),
     far=PatternTask(name='far', classes=tuple(PATTERNS)),
 )

@@ -2,7 +2,7 @@
 uint8 RGB images and labels out.
 
 Shape scenes place one object anywhere, or up to four objects one per image
-quadrant (so objects never overlap and every label map is exact); each object
+quadrant (so objects never overlap and label maps are unambiguous); each object
 is a primitive's signed distance field in its own rotated, scaled frame, with
 a one-pixel anti-aliased edge and a fill in that frame. Pattern scenes mix two
 palette colours by a full-frame pattern field. The order of the random draws
@@ -50,7 +50,9 @@ def _random_colours(rng, shape, saturation, value) -> np.ndarray:
 def _contrast_shade(colour: np.ndarray, rng) -> np.ndarray:
     """A second fill colour: ``colour`` moved 35-70 % towards black (bright
     colours) or white (dark ones), so a fill shows on any colour."""
-    target = (colour @ _LUMA < 0.5).astype(np.float32)[..., None]
+    luma = (_LUMA[0] * colour[..., 0] + _LUMA[1] * colour[..., 1] +
+            _LUMA[2] * colour[..., 2])  # element-wise, not BLAS: no threads
+    target = (luma < 0.5).astype(np.float32)[..., None]
     amount = _uniform(rng, (0.35, 0.7), colour.shape[:-1])[..., None]
     return colour + amount * (target - colour)
 
@@ -141,10 +143,13 @@ def _draw_objects(obj: dict, window: int, rng) -> Tuple[np.ndarray, np.ndarray]:
     return alpha, paint
 
 
-def _background(task, rng, num: int) -> np.ndarray:
+def _background(task, rng, light: np.ndarray) -> np.ndarray:
     """(N, 3, S, S) in [0, 255]: grey + tint + linear gradient."""
     x, y = _pixel_grid(task.image_size)
-    grey = _uniform(rng, task.background_grey, (num, 1, 1, 1))
+    num = light.shape[0]
+    grey = np.where(light[:, None, None, None],
+                    _uniform(rng, task.light_background_grey, (num, 1, 1, 1)),
+                    _uniform(rng, task.background_grey, (num, 1, 1, 1)))
     tint = _uniform(rng, (-task.background_tint, task.background_tint),
                     (num, 3, 1, 1))
     amount = _uniform(rng, (-task.background_gradient, task.background_gradient),
@@ -187,8 +192,12 @@ def render_shapes(task, num: int, rng: np.random.Generator,
                                      p=weights / weights.sum())]
     aspect_range = np.array([ASPECTS.get(p, (1.0, 1.0)) for p in _PRIMITIVE_NAMES],
                             np.float32)[primitive]  # (N, K, 2)
-    colour = _random_colours(rng, (num, slots), task.object_saturation,
-                             task.object_value)
+    light = rng.random(num) < task.light_background_prob
+    value = np.where(light[:, None],
+                     _uniform(rng, task.light_object_value, (num, slots)),
+                     _uniform(rng, task.object_value, (num, slots)))
+    colour = hsv_to_rgb(rng.random((num, slots)).astype(np.float32),
+                        _uniform(rng, task.object_saturation, (num, slots)), value)
     params = dict(
         cx=cx, cy=cy, radius=radius,
         angle=_uniform(rng, (0, 2 * np.pi), (num, slots)),
@@ -204,7 +213,7 @@ def render_shapes(task, num: int, rng: np.random.Generator,
     # Draw lone objects on the whole frame and the others on their quadrant,
     # then paste them; objects never overlap, so pasting order is moot, and
     # the label map takes each object's pixels of coverage >= 0.5.
-    image = _background(task, rng, num)
+    image = _background(task, rng, light)
     masks = np.zeros((num, size, size), np.int64) if dense else None
     half = size // 2
     for lone in (True, False):

@@ -97,6 +97,20 @@ def test_mean_colour_alone_does_not_tell_the_classes_apart(name):
     assert accuracy < 2.5 / num_classes
 
 
+def test_source_mixes_both_contrast_polarities_and_near_is_light_only():
+    def light_share(name, **overrides):
+        """Share of images whose background (the corner pixel, never covered:
+        objects fit in discs inside the image) is lighter than grey 120."""
+        task = get_task(name, noise_std=(0.0, 0.0), background_tint=0.0,
+                        background_gradient=0.0, **overrides)
+        corners = generate(task, 200, 8).images[:, 0, 0, 0].float()
+        return (corners > 120).float().mean()
+
+    assert 0.2 < light_share('source') < 0.4  # light_background_prob = 0.3
+    assert light_share('near') == 1.0
+    assert light_share('source', light_background_prob=0.0) == 0.0
+
+
 def test_shape_label_maps_cover_the_drawn_objects_and_nothing_else():
     """With a flat noise-free background, pixels two or more pixels away from
     any labelled pixel are the background (but for the faint tips of thin

@@ -95,14 +95,22 @@ def test_progress_prints_a_line_per_interval_with_loss_speed_and_eta(tmp_path, c
     assert all('loss' in line and 'img/s' in line and 'ETA' in line for line in lines)
 
 
-def test_probe_compares_the_trunk_with_a_random_one_on_near_and_far(tmp_path):
+def test_probe_compares_the_trunk_with_a_random_one_on_every_target_task(tmp_path, capsys):
     record = run_tiny(tmp_path / 'probe.pth', '--probe', '--probe-images', '40')
     probe = record['linear_probe']
-    assert set(probe) == {'near', 'far', 'seconds'}
-    for result in (probe['near'], probe['far']):
-        assert set(result) == {'pretrained', 'random_init'}
-        assert all(0.0 <= accuracy <= 1.0 for accuracy in result.values())
-    assert record['linear_probe'] == json.load(open(f'{tmp_path}/probe.pth.json'))['linear_probe']
+    assert set(probe) == {'near', 'far', 'seconds'}  # every task but the source
+    for task in ('near', 'far'):
+        assert set(probe[task]) == {'pretrained', 'random_init'}
+        for accuracies in probe[task].values():
+            assert set(accuracies) == {'stages', 'pre_logits'}
+            assert all(0.0 <= a <= 1.0 for a in accuracies.values())
+    with open(f'{tmp_path}/probe.pth.json') as f:
+        assert json.load(f)['linear_probe'] == json.loads(json.dumps(probe))
+    # The stand-alone tool probes the saved checkpoint to the same numbers.
+    import probe_backbone
+    again = probe_backbone.main([str(tmp_path / 'probe.pth'), '--images', '40', '--threads', '1'])
+    assert again == {task: probe[task] for task in ('near', 'far')}
+    assert '[probe] near: stages pretrained' in capsys.readouterr().out
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
