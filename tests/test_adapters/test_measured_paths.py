@@ -37,7 +37,7 @@ def test_a_close_call_is_measured_once_per_signature(monkeypatch):
     calls = []
     real = paths.measured_faster_path
     monkeypatch.setattr(paths, 'measured_faster_path',
-                        lambda l, t: calls.append(tuple(t.shape)) or real(l, t))
+                        lambda layer, t: calls.append(tuple(t.shape)) or real(layer, t))
     model(x).sum().backward()
     model(x).sum().backward()
     assert calls == [(32, 64)]

@@ -24,7 +24,6 @@ GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
 COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('GPU.md', 'GPU.json')]
 
 
-
 def fingerprint(path):
     if not osp.exists(path):
         return None
