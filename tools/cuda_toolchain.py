@@ -30,8 +30,10 @@ import sys
 import sysconfig
 import tempfile
 
-# The compiler wheels for each CUDA version torch is built for; the set was compiled against
-# torch 2.14.1+cu130 (runtime 13.0.96). Another CUDA version needs its own, checked, set.
+# The compiler wheels for each CUDA version torch is built for: the versions that the
+# cuda-toolkit==13.0.3 metapackage torch 2.14.1+cu130 depends on names for its nvcc and cccl
+# extras (its cudart is the runtime 13.0.96 torch installs). Another CUDA version needs its own,
+# checked, set.
 TOOLKIT_PACKAGES = {
     '13.0': ('nvidia-cuda-nvcc==13.0.88', 'nvidia-nvvm==13.0.88', 'nvidia-cuda-crt==13.0.88',
              'nvidia-cuda-cccl==13.0.85'),
@@ -68,8 +70,10 @@ def install_compiler_packages(prefix: str, cuda_version: str) -> str:
     target = osp.join(prefix, 'packages')
     stamp = osp.join(target, STAMP)
     tree = osp.join(target, 'nvidia', cuda_tree_name(cuda_version))
-    if osp.isfile(stamp) and open(stamp).read().split() == list(packages):
-        return tree
+    if osp.isfile(stamp):
+        with open(stamp) as f:
+            if f.read().split() == list(packages):
+                return tree
     os.makedirs(prefix, exist_ok=True)
     # Into a fresh folder first, so that an interrupted download never looks installed.
     staging = tempfile.mkdtemp(prefix='packages.', dir=prefix)

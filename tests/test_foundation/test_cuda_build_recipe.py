@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
@@ -240,3 +241,36 @@ def test_setup_refuses_an_unknown_cuda_toolkit_before_doing_anything(tmp_path):
     assert "MMFLORA_CUDA_TOOLKIT='conda' is not one of: system" in result.stderr
     assert 'pip (nvcc from PyPI wheels)' in result.stderr
     assert not venv.exists()
+
+
+class CudaShell(torch.Tensor):
+    """A tensor that says it lives on cuda:0 but has no storage, so it needs no GPU.
+
+    mmcv's ``DISPATCH_DEVICE_IMPL`` picks the implementation from the device of its tensor
+    arguments before it touches their data; any aten op run on the shell fails loudly.
+    """
+
+    @staticmethod
+    def __new__(cls, shape):
+        return torch.Tensor._make_wrapper_subclass(cls, shape, dtype=torch.float32,
+                                                   device='cuda:0')
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        raise RuntimeError(f'aten op {func} ran on a CudaShell')
+
+
+def test_setup_check_for_cuda_ops_agrees_with_the_cuda_kernels_mmcv_registered():
+    """setup_env.sh's ``mmcv_ok`` takes a CUDA build to be one whose compiling CUDA version is
+    known; the CUDA entries of mmcv's dispatch registry must be there exactly then. On a CPU
+    build (CI) nms on a cuda tensor finds no implementation; on a CUDA build it reaches the CUDA
+    launcher, which fails next: without a GPU on the driver call of its device guard, with one
+    on the first aten op it runs on the shell."""
+    from mmcv.ops import get_compiling_cuda_version
+    from mmcv.utils import ext_loader
+    ext = ext_loader.load_ext('_ext', ['nms'])
+    cuda_build = get_compiling_cuda_version() != 'not available'
+    with pytest.raises(Exception) as caught:
+        ext.nms(CudaShell((4, 4)), CudaShell((4, )), iou_threshold=0.5, offset=0)
+    not_registered = 'nms_impl: implementation for device cuda:0 not found' in str(caught.value)
+    assert not_registered == (not cuda_build), str(caught.value)
