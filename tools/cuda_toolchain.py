@@ -63,8 +63,8 @@ def install_compiler_packages(prefix: str, cuda_version: str) -> str:
     """
     if cuda_version not in TOOLKIT_PACKAGES:
         raise SystemExit(
-            f'[cuda_toolchain] torch is built for CUDA {cuda_version}, but the PyPI toolkit is only '
-            f'set up for CUDA {", ".join(TOOLKIT_PACKAGES)}; install a CUDA {cuda_version} nvcc '
+            f'[cuda_toolchain] torch is built for CUDA {cuda_version}, but the PyPI toolkit is '
+            f'only set up for CUDA {", ".join(TOOLKIT_PACKAGES)}; install a CUDA {cuda_version} nvcc '
             'and use MMFLORA_CUDA_TOOLKIT=system')
     packages = TOOLKIT_PACKAGES[cuda_version]
     target = osp.join(prefix, 'packages')
@@ -117,7 +117,8 @@ def assemble_cuda_home(compiler_tree: str, runtime_tree: str, home: str) -> str:
         missing = [part for part in parts if not osp.exists(osp.join(tree, part))]
         if missing:
             raise SystemExit(f'[cuda_toolchain] {tree} lacks {", ".join(missing)}: not the CUDA '
-                             'tree expected (compiler wheels, or the runtime of a CUDA build of torch)')
+                             'tree expected (compiler wheels, or the runtime of a CUDA build of '
+                             'torch)')
     shutil.rmtree(home, ignore_errors=True)
     for sub in ('bin', 'include', 'lib64'):
         os.makedirs(osp.join(home, sub))

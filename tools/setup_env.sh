@@ -4,7 +4,7 @@
 #   bash tools/setup_env.sh            # CPU machine, or a GPU machine with nvcc for CUDA mmcv ops
 #   PIP_FIND_LINKS=../shared/wheels bash tools/setup_env.sh   # reuse a prebuilt mmcv wheel
 #   FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MMFLORA_CUDA_TOOLKIT=pip bash tools/setup_env.sh
-#                                      # CUDA mmcv ops, compiled with nvcc from PyPI (no system CUDA)
+#                                      # CUDA mmcv ops, nvcc from PyPI (no system CUDA needed)
 #
 # Environment variables:
 #   MMFLORA_VENV        where the virtual environment goes (default: <checkout>/.venv)
@@ -125,8 +125,9 @@ use_cuda_toolkit() {
   command -v nvcc >/dev/null 2>&1 || {
     echo "[setup] mmcv's CUDA ops need nvcc, and none is on PATH: install the CUDA toolkit torch" \
          "is built for, or use MMFLORA_CUDA_TOOLKIT=pip" >&2; false; }
-  echo "[setup] compiling mmcv with CUDA ops: $(command -v nvcc) ($(nvcc --version | tail -n 1))," \
-       "CUDA_HOME=${CUDA_HOME:-<from nvcc>}, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<the GPUs seen>}"
+  echo "[setup] compiling mmcv with CUDA ops: $(command -v nvcc)" \
+       "($(nvcc --version | grep -o 'release.*')), CUDA_HOME=${CUDA_HOME:-<from nvcc>}," \
+       "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<the GPUs seen>}"
   export FORCE_CUDA=1
 }
 
