@@ -281,12 +281,23 @@ def state_tensors(*modules: nn.Module, optimizer=None, extra=()) -> List[Tensor]
     for module in modules:
         tensors += list(module.parameters()) + list(module.buffers())
         tensors += [p.grad for p in module.parameters() if p.grad is not None]
-        for sub in module.modules():  # plain tensor attributes: merge backups, cached weights
-            tensors += [v for v in sub.__dict__.values() if isinstance(v, Tensor)]
+        for sub in module.modules():  # plain attributes: merge backups, eval caches
+            tensors += _nested_tensors(list(sub.__dict__.values()))
     if optimizer is not None:
         for state in optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, Tensor)]
     return tensors
+
+
+def _nested_tensors(values: list) -> List[Tensor]:
+    """The tensors among ``values`` and inside the tuples and lists among them."""
+    found = []
+    for value in values:
+        if isinstance(value, Tensor):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            found += _nested_tensors(list(value))
+    return found
 
 
 def measure_peak(case: Case, device: torch.device,

@@ -117,7 +117,7 @@ def preamble(results: dict) -> List[str]:
     reps = [f"{profile['layer_reps']} (layers)", f"{profile['backbone_reps']} (backbone)",
             f"{profile['infer_reps']} (inference)"]
     if 'path_reps' in profile:
-        reps.insert(1, f"{profile['path_reps']} (path choice)")
+        reps.insert(1, f"at least {profile['path_reps']} (path choice)")
     lines = [
         '# mmflora benchmarks: FLoRA against LoRA, DoRA, the two-conv formulation and the '
         'frozen base', '',

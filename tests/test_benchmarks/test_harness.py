@@ -8,7 +8,7 @@ import torch
 
 from benchmarks import harness
 from benchmarks.harness import (Case, balanced_orders, describe_error, measure_peak,
-                                tensor_bytes, time_interleaved)
+                                state_tensors, tensor_bytes, time_interleaved)
 
 CPU = torch.device('cpu')
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -182,3 +182,11 @@ def test_the_separator_runs_between_repetitions_and_balances_what_comes_first():
     assert sorted(run[0] for run in timed) == list('abcd')  # each case once after it
     pairs = predecessors([k for run in timed for k in run], 4)
     assert set(pairs.values()) == {1} and len(pairs) == 12
+
+
+def test_state_tensors_count_what_a_layer_keeps_in_tuples():
+    layer = torch.nn.Linear(4, 4)
+    layer.cache = (torch.zeros(100), [torch.zeros(50)], 'settings')  # as an eval cache keeps
+    layer.backup = torch.zeros(10)
+    kept = tensor_bytes(state_tensors(layer))
+    assert kept == 4 * (16 + 4 + 100 + 50 + 10)
