@@ -1,17 +1,24 @@
 """Whole backbone: one training step (forward, backward, AdamW step) for every method.
 
 The methods train at LoRA r=8's budget on the backbone: FLoRA at the matched ranks (dense and
-structured mode, each forward path), the two-conv formulation, our LoRA, PEFT's LoRA and DoRA,
-beside the frozen base (input gradient only) and full fine-tuning.
+structured mode, each on the automatic path, on every layer merged and on every layer factorised
+that can be; dense auto twice, the second case giving the noise of the comparison; dense auto with
+``recompute=True``), the two-conv formulation, our LoRA, PEFT's LoRA and DoRA, beside the frozen
+base (input gradient only) and full fine-tuning.
+
+Each model's automatic paths are counted with one training-mode forward when it is built, before
+anything is timed: that forward is where close calls are measured (once per layer signature, for
+the process; a later model with the same signatures reuses the decisions).
 """
 from typing import Callable, List, Tuple
 
 import torch
 
-from mmflora.adapters import inject_adapters
+from mmflora.adapters import inject_adapters, iter_adapter_layers
 
 from .harness import Case, measure_peak, state_tensors, tensor_bytes, time_interleaved
-from .models import MatchedRanks, make_backbone, path_census
+from .models import MatchedRanks, census_text, make_backbone, path_counts
+from .path_choice import backbone_paths
 from .records import case_record
 from .references import peft_lora, randomise_adapters, refusal, replace_with_two_conv
 from .settings import ADAPT, PAPER
@@ -24,11 +31,14 @@ def backbone_builders(ranks: MatchedRanks) -> List[Tuple[str, str, Builder]]:
     name, r_dense, r_struct = ranks.model, ranks.flora_dense, ranks.flora_structured
     flora_kw = dict(r_kernel=PAPER['r_kernel'], scale=PAPER['scale'], **ADAPT)
 
-    def injected(method, **kwargs):
+    def injected(method, factorised_where_possible=False, **kwargs):
         def build():
             model = make_backbone(name)
             inject_adapters(model, method, **kwargs)
             randomise_adapters(model)
+            if factorised_where_possible:  # structured grouped convs have only the merged path
+                for _, layer in iter_adapter_layers(model):
+                    layer.path = 'factorised' if layer.supports_factorised else 'merged'
             return model
         return build
 
@@ -51,12 +61,21 @@ def backbone_builders(ranks: MatchedRanks) -> List[Tuple[str, str, Builder]]:
         ('full', 'full fine-tuning', injected('full')),
         ('flora-auto', f'FLoRA dense auto (r={r_dense})', injected('flora', r=r_dense,
                                                                     **flora_kw)),
+        ('flora-auto-twin', f'FLoRA dense auto, a second identical case (r={r_dense})',
+         injected('flora', r=r_dense, **flora_kw)),
+        ('flora-recompute', f'FLoRA dense auto, recompute=True (r={r_dense})',
+         injected('flora', r=r_dense, recompute=True, **flora_kw)),
         ('flora-factorised', f'FLoRA dense factorised (r={r_dense})',
          injected('flora', r=r_dense, path='factorised', **flora_kw)),
         ('flora-merged', f'FLoRA dense merged (r={r_dense})',
          injected('flora', r=r_dense, path='merged', **flora_kw)),
         ('flora-structured', f'FLoRA structured auto (r={r_struct})',
          injected('flora', r=r_struct, mode='structured', **flora_kw)),
+        ('flora-structured-factorised', f'FLoRA structured factorised, depthwise merged '
+         f'(r={r_struct})', injected('flora', r=r_struct, mode='structured',
+                                     factorised_where_possible=True, **flora_kw)),
+        ('flora-structured-merged', f'FLoRA structured merged (r={r_struct})',
+         injected('flora', r=r_struct, mode='structured', path='merged', **flora_kw)),
         ('twoconv-structured', f'two-conv reference structured (r={r_struct})',
          two_conv('structured', r_struct)),
         ('twoconv-dense', f'two-conv reference dense (r={r_dense})', two_conv('dense', r_dense)),
@@ -77,7 +96,8 @@ def train_case(key: str, label: str, model: torch.nn.Module, images: torch.Tenso
     params = [p for p in model.parameters() if p.requires_grad]
     x = images.clone().requires_grad_(not params)
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
-    note = path_census(model, x)
+    counts = path_counts(model, x)  # before any timing: close calls are measured here
+    note = census_text(counts)
 
     def step():
         model(x).float().square().mean().backward()
@@ -91,7 +111,8 @@ def train_case(key: str, label: str, model: torch.nn.Module, images: torch.Tenso
 
     return Case(key, label, step, reset, note, sum(p.numel() for p in params),
                 persistent=lambda: tensor_bytes(state_tensors(model, optimizer=optimizer,
-                                                              extra=[x])))
+                                                              extra=[x])),
+                detail=dict(paths=counts) if counts else {})
 
 
 def run_backbone(profile: dict, device: torch.device, log, ranks: MatchedRanks) -> dict:
@@ -124,6 +145,7 @@ def run_backbone(profile: dict, device: torch.device, log, ranks: MatchedRanks) 
                 case.reset()
             measure_peak(case, device)
     log(f'  backbone {name} @{px}px done')
+    records = [case_record(c) for c in cases]
     return dict(model=name, px=px, batch=batch, budget=ranks.budget,
                 flora_r_dense=ranks.flora_dense, flora_r_structured=ranks.flora_structured,
-                cases=[case_record(c) for c in cases])
+                cases=records, paths=backbone_paths(records))

@@ -17,9 +17,11 @@ import torch
 
 from .backbone import run_backbone
 from .breakdown import run_breakdown
+from .harness import keep_freed_memory
 from .inference import run_inference
 from .layers import run_layers
 from .models import match_ranks
+from .path_choice import run_path_choice
 from .report import render
 from .settings import MATCHED_SECTIONS, PROFILES, SECTIONS
 from .storage import run_storage
@@ -82,6 +84,8 @@ def measure_all(args: argparse.Namespace, profile: dict, device: torch.device,
     """Run the requested sections; returns the results data (summary included)."""
     results = dict(environment=environment(), profile=profile, command=command,
                    device=device.type, date=time.strftime('%Y-%m-%d %H:%M'))
+    if device.type == 'cpu':
+        results['environment']['keeps_freed_memory'] = keep_freed_memory()
     start = time.perf_counter()
     load_start = round(os.getloadavg()[0], 1)
     ranks = None
@@ -94,6 +98,8 @@ def measure_all(args: argparse.Namespace, profile: dict, device: torch.device,
             f'r={ranks.flora_dense} dense, r={ranks.flora_structured} structured')
     if 'layers' in sections:
         results['layers'] = run_layers(profile, device, log, args.layers)
+    if 'paths' in sections:
+        results['paths'] = run_path_choice(profile, device, log, args.layers)
     if 'backbone' in sections:
         results['backbone'] = run_backbone(profile, device, log, ranks)
     if 'breakdown' in sections:

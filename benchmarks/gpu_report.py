@@ -102,21 +102,39 @@ def train_lines(train: dict, device: str) -> List[str]:
             lines += [f"failed: {size['error']}", '']
             continue
         lines += ['| method | budget | trainable | step | x LoRA | paper | peak memory | x LoRA '
-                  '| paper | timed steps |',
-                  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+                  '| paper | timed steps | automatic paths |',
+                  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
         for row in size['rows']:
             if row.get('error') or row['peak'] is None:
                 lines.append(f"| {row['label']} | {row['budget']} | | "
-                             f"{row.get('error') or 'not measured'} | | | | | | |")
+                             f"{row.get('error') or 'not measured'} | | | | | | | |")
                 continue
             paper = row['paper']
             lines.append(
                 f"| {row['label']} | {row['budget']} | {row['params']:,} | {row['ms']:.1f} ms | "
                 f"{fmt(row['time_vs_reference'])} | {fmt(paper.get('time'))} | "
                 f"{row['peak'] / MiB:,.0f} MiB | {fmt(row['memory_vs_reference'])} | "
-                f"{fmt(paper.get('memory'))} | {len(row['times'])} |")
-        lines.append('')
+                f"{fmt(paper.get('memory'))} | {len(row['times'])} | {row.get('note', '')} |")
+        lines += [''] + path_lines(size.get('paths', {}))
     return lines
+
+
+def path_lines(paths: dict) -> List[str]:
+    """FLoRA r=38's automatic path against the fixed ones, and recompute, at one size."""
+    lines = []
+    if paths.get('best'):
+        fixed = ', '.join(f'{p} {fmt(ms, ".1f", " ms")}' for p, ms in paths['fixed_ms'].items())
+        spread = (f"; spread of auto's steps {paths['spread']:.1%} (interquartile range over "
+                  'the median)' if math.isfinite(paths['spread']) else '')
+        lines.append(
+            f"- FLoRA r=38 path auto against the faster fixed path (all {paths['best']}): "
+            f"{fmt(paths['auto_vs_best'], '.3f')} (auto {paths['auto_ms']:.1f} ms; {fixed}"
+            f'{spread}).')
+    if math.isfinite(paths.get('recompute_time', float('nan'))):
+        lines.append(f"- FLoRA r=38 with recompute=True against without: step "
+                     f"{fmt(paths['recompute_time'], '.3f')}, peak memory "
+                     f"{fmt(paths['recompute_memory'], '.3f')}.")
+    return lines + [''] if lines else []
 
 
 def compile_lines(comp: dict) -> List[str]:

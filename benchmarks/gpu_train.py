@@ -10,9 +10,11 @@ The frozen backbone is measured two ways: forward only under ``no_grad`` (what a
 costs a detector whose heads train: nothing is kept for backward), and forward + backward to the
 input (the floor every adapter method pays, since its gradients flow through the whole backbone).
 
-The methods are data (``METHODS``): a new variant of the core (an automatic path choice that
-measures, recomputing the adapter branch in backward) is one more ``TrainMethod`` with its
-``inject_adapters`` keyword arguments.
+The methods are data (``METHODS``): a new variant of the core is one more ``TrainMethod`` with
+its ``inject_adapters`` keyword arguments. FLoRA r=38 runs with the automatic path choice (the
+paths it took, measured or modelled, are each row's note), with ``recompute=True``, and, at one
+size (``PATH_SIZE``), with every layer merged and every layer factorised: ``path_rows`` sets
+auto against the faster fixed path and recompute against not.
 """
 import copy
 import dataclasses
@@ -25,7 +27,8 @@ from torch import nn
 from mmflora.adapters import inject_adapters
 
 from .harness import Case, measure_peak, state_tensors, tensor_bytes, time_interleaved
-from .models import make_backbone
+from .models import census_text, make_backbone, path_counts
+from .path_choice import FIXED_PATHS, compare
 from .records import case_record, find, ratio
 from .references import randomise_adapters
 from .settings import ADAPT
@@ -54,6 +57,8 @@ class TrainMethod:
         budget (str): The paper's trainable budget the row belongs to ('6.5%', '26%').
         reference (str): The key of the LoRA row its ratios are taken to.
         paper (dict): The paper's ratios to that LoRA row, {size key: (time, memory)}.
+        sizes (tuple[str]): The size keys the row runs at; empty for every size. Defaults
+            to every size.
     """
 
     key: str
@@ -64,7 +69,15 @@ class TrainMethod:
     budget: str = ''
     reference: str = 'lora-r8'
     paper: dict = dataclasses.field(default_factory=dict)
+    sizes: Tuple[str, ...] = ()
 
+    def runs_at(self, size_key: str) -> bool:
+        return not self.sizes or size_key in self.sizes
+
+
+#: The rows that compare FLoRA r=38's automatic path with both fixed paths run at this size
+#: only (the all-merged row turns every depthwise conv into a dense one: the costliest row).
+PATH_SIZE = 'ade'
 
 METHODS = [
     TrainMethod('frozen', 'frozen backbone (forward only, no_grad)', 'none', step='forward'),
@@ -77,6 +90,12 @@ METHODS = [
                 paper=TABLE5['dora-6.5%']),
     TrainMethod('flora-r38', 'FLoRA r=38 dense', 'flora', dict(r=38, **FLORA), budget='6.5%',
                 paper=TABLE5['flora-6.5%']),
+    TrainMethod('flora-r38-recompute', 'FLoRA r=38 dense, recompute=True', 'flora',
+                dict(r=38, recompute=True, **FLORA), budget='6.5%'),
+    TrainMethod('flora-r38-merged', 'FLoRA r=38 dense, every layer merged', 'flora',
+                dict(r=38, path='merged', **FLORA), budget='6.5%', sizes=(PATH_SIZE, )),
+    TrainMethod('flora-r38-factorised', 'FLoRA r=38 dense, every layer factorised', 'flora',
+                dict(r=38, path='factorised', **FLORA), budget='6.5%', sizes=(PATH_SIZE, )),
     TrainMethod('flora-r38-structured', 'FLoRA r=38 structured', 'flora',
                 dict(r=38, mode='structured', **FLORA), budget='6.5%',
                 paper=TABLE5['flora-6.5%']),
@@ -112,10 +131,19 @@ def base_backbone(name: str, device: torch.device) -> nn.Module:
 
 def step_case(spec: TrainMethod, model: nn.Module, images: torch.Tensor,
               optimizer: Optional[torch.optim.Optimizer]) -> Case:
-    """One step of ``spec`` on ``images`` as a case; bf16 autocast around the forward."""
+    """One step of ``spec`` on ``images`` as a case; bf16 autocast around the forward.
+
+    The automatic paths are counted first, with one training forward under the same autocast
+    (the note and detail of the case): that forward is where close calls are measured, once
+    per layer signature, before anything is timed.
+    """
     device_type = images.device.type
     params = [p for p in model.parameters() if p.requires_grad]
     x = images.clone().requires_grad_(True) if spec.step == 'input-grad' else images
+    counts = {}
+    if spec.step == 'train':
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            counts = path_counts(model, x)
 
     def forward():
         with torch.autocast(device_type, dtype=torch.bfloat16):
@@ -135,9 +163,11 @@ def step_case(spec: TrainMethod, model: nn.Module, images: torch.Tensor,
             p.grad = None
         x.grad = None
 
-    return Case(spec.key, spec.label, step, reset, params=sum(p.numel() for p in params),
+    return Case(spec.key, spec.label, step, reset, note=census_text(counts),
+                params=sum(p.numel() for p in params),
                 persistent=lambda: tensor_bytes(state_tensors(model, optimizer=optimizer,
-                                                              extra=[x])))
+                                                              extra=[x])),
+                detail=dict(paths=counts) if counts else {})
 
 
 def build_models(specs: Sequence[TrainMethod], name: str, device: torch.device,
@@ -163,7 +193,8 @@ def build_models(specs: Sequence[TrainMethod], name: str, device: torch.device,
 
 def measure_size(specs: Sequence[TrainMethod], built: Dict[str, Tuple], size: dict,
                  profile: dict, device: torch.device, stop_at: float) -> List[dict]:
-    """Time and measure every method at one input size; returns the row records."""
+    """Time and measure the methods that run at one input size; returns the row records."""
+    specs = [spec for spec in specs if spec.runs_at(size['key'])]
     torch.manual_seed(0)
     images = torch.randn(size['batch'], 3, size['px'], size['px'], device=device)
     cases = []
@@ -186,6 +217,17 @@ def measure_size(specs: Sequence[TrainMethod], built: Dict[str, Tuple], size: di
                       memory_vs_reference=ratio(record, reference, 'peak'),
                       paper=dict(zip(('time', 'memory'), spec.paper.get(size['key'], ()))))
     return records
+
+
+def path_rows(rows: List[dict]) -> dict:
+    """FLoRA r=38's automatic path against both fixed paths, and recompute against not, at
+    one size (NaN where a row did not run there)."""
+    auto, recompute = find(rows, 'flora-r38'), find(rows, 'flora-r38-recompute')
+    fixed = {path: find(rows, f'flora-r38-{path}') for path in FIXED_PATHS}
+    choice = compare(auto, fixed, float('nan'), path=auto['note'] if auto else '',
+                     decided='per layer')
+    return dict(choice, recompute_time=ratio(recompute, auto),
+                recompute_memory=ratio(recompute, auto, 'peak'))
 
 
 def run_training(profile: dict, device: torch.device, log: Callable[[str], None],
@@ -215,7 +257,8 @@ def run_training(profile: dict, device: torch.device, log: Callable[[str], None]
         start = time.monotonic()
         try:
             rows = measure_size(specs, built, size, profile, device, stop_at)
-            sizes.append(dict(size, rows=rows, seconds=time.monotonic() - start))
+            sizes.append(dict(size, rows=rows, paths=path_rows(rows),
+                              seconds=time.monotonic() - start))
         except Exception as error:  # one size failing keeps the other
             sizes.append(dict(size, rows=[], seconds=time.monotonic() - start,
                               error=f'{type(error).__name__}: {str(error)[:300]}'))

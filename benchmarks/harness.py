@@ -1,8 +1,11 @@
 """Running the methods of one comparison side by side: interleaved timing and peak memory.
 
 Times are medians of repetitions interleaved across the methods of one comparison (each
-repetition runs every method once, in a rotated order), so a busy machine slows all of them
-alike and the ratios stay meaningful; absolute times are noise on shared machines.
+repetition runs every method once), so a busy machine slows all of them alike and the ratios
+stay meaningful; absolute times are noise on shared machines. The orders of the repetitions
+form a Williams design (``balanced_orders``): over a cycle every method runs right after every
+other equally often, so what one method leaves behind (cold caches, memory to fault back in)
+weighs on all of them alike.
 
 On CUDA a step is timed with CUDA events recorded around it on the current stream (after a
 ``torch.cuda.synchronize``, and read once the end event has completed). On CPU with one torch
@@ -17,7 +20,10 @@ CPU it is the highest running sum of the allocations and frees that ``torch.prof
 gradients, temporaries); memory that a library allocates behind PyTorch's back (oneDNN scratch
 space) is not seen.
 """
+import ctypes
+import ctypes.util
 import dataclasses
+import math
 import statistics
 import time
 import warnings
@@ -39,6 +45,8 @@ class Case:
         note (str): What the report says beside the figures (the refusal, the paths taken).
         params (int): Trainable parameters of the method.
         persistent (callable): Bytes of the method's tensors alive before a step.
+        detail (dict): Results data beside the figures (the paths the automatic choice took
+            and what decided them). Defaults to none.
     """
 
     key: str
@@ -51,6 +59,7 @@ class Case:
     peak: Optional[int] = None
     persistent: Callable[[], int] = lambda: 0
     error: str = ''
+    detail: dict = dataclasses.field(default_factory=dict)
 
     @property
     def runnable(self) -> bool:
@@ -111,11 +120,63 @@ def _fail(case: Case, error: BaseException, device: torch.device) -> None:
             torch.cuda.empty_cache()
 
 
+#: glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+def keep_freed_memory() -> bool:
+    """Keep what PyTorch's CPU allocator frees inside the process (glibc only).
+
+    By default glibc hands large freed blocks back to the system, and the next allocation of
+    that size faults every page in again. In an interleaved comparison that cost lands on
+    whichever case runs after one that freed much (it follows the order, not the method):
+    measured here as up to 1.4x on a 2x2 downsample conv's step. With blocks up to 32 MiB
+    served from the heap and the heap never trimmed, a step pays for its own work. Returns
+    whether the settings took (False off glibc, where nothing changes).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def balanced_orders(n: int) -> List[List[int]]:
+    """Orders of ``n`` cases in which each case follows each other equally often (Williams).
+
+    The first order is 0, 1, n-1, 2, n-2, ...; the others add 1, 2, ... (mod n). For an even
+    ``n`` the n orders hold every ordered pair of neighbours once; for an odd ``n`` they and
+    their reverses (2n orders) hold each twice.
+    """
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(i + shift) % n for i in first] for shift in range(n)]
+    if n % 2:
+        orders += [order[::-1] for order in orders]
+    return orders
+
+
 def time_interleaved(cases: Sequence[Case], reps: int, warmup: int, device: torch.device,
                      slow: float = 1.0, slow_reps: int = 3,
                      catch: Tuple[Type[BaseException], ...] = (),
-                     out_of_time: Callable[[], bool] = lambda: False) -> None:
-    """Run every case once per repetition, rotating the order; keep the timed repetitions.
+                     out_of_time: Callable[[], bool] = lambda: False,
+                     min_seconds: float = 0.0, max_reps: Optional[int] = None,
+                     between: Optional[Callable[[], None]] = None) -> None:
+    """Run every case once per repetition in balanced orders; keep the timed repetitions.
+
+    The timed repetitions start the cycle of ``balanced_orders`` (the warm-up runs the orders
+    before it), so over a whole number of cycles every case runs right after every other
+    equally often; a separator (``between``) runs between repetitions, so that the first case
+    of one follows the separator rather than whichever case ended the one before, and every
+    case comes first equally often.
 
     Args:
         cases (Sequence[Case]): The methods of one comparison.
@@ -131,14 +192,30 @@ def time_interleaved(cases: Sequence[Case], reps: int, warmup: int, device: torc
             ``torch.cuda.OutOfMemoryError``. Defaults to none.
         out_of_time (callable): Asked before each repetition after the first timed one; True
             stops the timing (cases keep the repetitions they have). Defaults to never.
+        min_seconds (float): When ``reps`` runs of the slowest case that is not slow would
+            take less than this (by its last warm-up run), every case that is not slow gets
+            as many repetitions as that case needs to fill it, up to ``max_reps``: a
+            comparison of millisecond steps then rests on more than a few of them. Needs a
+            warm-up. Defaults to 0 (``reps`` repetitions).
+        max_reps (int, optional): See ``min_seconds``. Defaults to ``reps``.
+        between (callable, optional): The separator. Defaults to ``flush_caches`` on CPU,
+            nothing on CUDA.
     """
     runnable = [c for c in cases if c.runnable]
     budget = {id(c): reps for c in runnable}
-    for rep in range(warmup + reps):
+    warm = {}
+    orders = balanced_orders(len(runnable)) if runnable else [[]]
+    if between is None:
+        between = flush_caches if device.type == 'cpu' else (lambda: None)
+    total, rep = warmup + reps, 0
+    while rep < total:
         if rep > warmup and out_of_time():
             break
-        shift = rep % max(len(runnable), 1)
-        for case in runnable[shift:] + runnable[:shift]:
+        if rep == warmup and min_seconds > 0 and warm:
+            total = warmup + _more_reps(budget, warm, reps, slow, min_seconds, max_reps)
+        if rep:
+            between()
+        for case in [runnable[i] for i in orders[(rep - warmup) % len(orders)]]:
             if case.error or (rep >= warmup and len(case.times) >= budget[id(case)]):
                 continue
             try:
@@ -149,8 +226,40 @@ def time_interleaved(cases: Sequence[Case], reps: int, warmup: int, device: torc
                 continue
             if rep >= warmup:
                 case.times.append(elapsed)
-            elif elapsed > slow:
-                budget[id(case)] = min(reps, slow_reps)
+            else:
+                warm[id(case)] = elapsed
+                if elapsed > slow:
+                    budget[id(case)] = min(reps, slow_reps)
+        rep += 1
+
+
+def _more_reps(budget: dict, warm: dict, reps: int, slow: float, min_seconds: float,
+               max_reps: Optional[int]) -> int:
+    """Raise the budget of every case that is not slow to fill ``min_seconds`` (see
+    ``time_interleaved``); returns the most repetitions any case now gets."""
+    for key, elapsed in warm.items():
+        if 0 < elapsed <= slow:
+            wanted = min(max_reps or reps, math.ceil(min_seconds / elapsed))
+            budget[key] = max(budget[key], wanted)
+    return max(budget.values())
+
+
+#: Bytes ``flush_caches`` writes: more than the last-level cache of the machines at hand.
+FLUSH_BYTES = 64 * 2**20
+_flush_buffer: List[Tensor] = []
+
+
+def flush_caches() -> None:
+    """Read and write a buffer larger than the CPU caches: the state every repetition
+    starts from.
+
+    A step leaves its own tensors in the caches (or, when it was large, nothing of anyone
+    else's); without a separator that favours or burdens whichever case comes next. Between
+    repetitions this is the one predecessor every case shares.
+    """
+    if not _flush_buffer:
+        _flush_buffer.append(torch.zeros(FLUSH_BYTES // 4, dtype=torch.float32))
+    _flush_buffer[0].add_(1.0)
 
 
 def tensor_bytes(tensors: Iterable[Optional[Tensor]]) -> int:
@@ -172,12 +281,23 @@ def state_tensors(*modules: nn.Module, optimizer=None, extra=()) -> List[Tensor]
     for module in modules:
         tensors += list(module.parameters()) + list(module.buffers())
         tensors += [p.grad for p in module.parameters() if p.grad is not None]
-        for sub in module.modules():  # plain tensor attributes: merge backups, cached weights
-            tensors += [v for v in sub.__dict__.values() if isinstance(v, Tensor)]
+        for sub in module.modules():  # plain attributes: merge backups, eval caches
+            tensors += _nested_tensors(list(sub.__dict__.values()))
     if optimizer is not None:
         for state in optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, Tensor)]
     return tensors
+
+
+def _nested_tensors(values: list) -> List[Tensor]:
+    """The tensors among ``values`` and inside the tuples and lists among them."""
+    found = []
+    for value in values:
+        if isinstance(value, Tensor):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            found += _nested_tensors(list(value))
+    return found
 
 
 def measure_peak(case: Case, device: torch.device,

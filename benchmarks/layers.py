@@ -3,7 +3,8 @@
 The layers are the 4x4 stem, the 2x2 downsample convs, the depthwise 7x7 convs and the
 pointwise linears, at the feature-map sizes of the profile's image. Methods: the frozen base
 (input gradient only), full fine-tuning, FLoRA on each forward path, the two-conv formulation,
-our LoRA, PEFT's LoRA and DoRA.
+our LoRA, PEFT's LoRA and DoRA. The automatic path is asked for (and a close call measured)
+before anything is timed; ``path_choice.py`` compares it with the fixed paths more closely.
 """
 import dataclasses
 import re
@@ -16,6 +17,7 @@ from torch import nn
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
 from .harness import Case, measure, state_tensors, tensor_bytes
+from .models import explain_path
 from .records import case_record
 from .references import Holder, TwoConvFLoRA, peft_lora, randomise_adapters, refusal
 from .settings import PAPER
@@ -56,6 +58,10 @@ def layer_specs(profile: dict) -> List[LayerSpec]:
     return specs
 
 
+#: (row key, label, builder) of one method on one layer.
+Builder = Tuple[str, str, Callable[[], nn.Module]]
+
+
 def adapted_layer(spec: LayerSpec, method: str, **kwargs) -> Holder:
     holder = Holder(spec.make())
     inject_adapters(holder, method, **kwargs)
@@ -63,7 +69,7 @@ def adapted_layer(spec: LayerSpec, method: str, **kwargs) -> Holder:
     return holder
 
 
-def layer_builders(spec: LayerSpec) -> List[Tuple[str, str, Callable[[], nn.Module]]]:
+def layer_builders(spec: LayerSpec) -> List[Builder]:
     """(row key, label, builder) for every method compared on this layer."""
     grouped = spec.family == 'depthwise 7x7'
     flora = dict(r=PAPER['flora_r'], r_kernel=PAPER['r_kernel'], scale=PAPER['scale'])
@@ -94,23 +100,33 @@ def layer_builders(spec: LayerSpec) -> List[Tuple[str, str, Callable[[], nn.Modu
     return rows
 
 
-def layer_cases(spec: LayerSpec, device: torch.device) -> List[Case]:
-    """One case per method on this layer, all on the same input."""
+def layer_cases(spec: LayerSpec, device: torch.device,
+                builders: Optional[List[Builder]] = None) -> List[Case]:
+    """One case per method on this layer, all on the same input.
+
+    Args:
+        spec (LayerSpec): The layer and its input.
+        device (torch.device): Where the cases run.
+        builders (list, optional): (key, label, builder) of the methods. Defaults to
+            ``layer_builders(spec)``.
+    """
     torch.manual_seed(0)
     x = torch.randn(spec.input_shape, device=device).requires_grad_(spec.input_grad)
     cases = []
-    for key, label, build in layer_builders(spec):
+    for key, label, build in builders or layer_builders(spec):
         try:
             torch.manual_seed(0)
             model = build().to(device)
         except (ValueError, ImportError) as error:
             cases.append(Case(key, label, None, note=refusal(error)))
             continue
-        note = ''
+        note, detail = '', {}
         for _, layer in iter_adapter_layers(model):
-            if layer.path == 'auto':
+            if layer.path == 'auto':  # asked before timing: a close call is measured here
                 with torch.enable_grad():
-                    note = f'auto -> {layer.choose_path(x)}'
+                    path, decided = explain_path(layer, x)
+                note = f'auto -> {path}' + (', measured' if decided == 'measured' else '')
+                detail = dict(path=path, decided=decided)
         # With grad enabled: a no_grad forward would leave a cached merged weight behind.
         grad_out = torch.randn_like(model(x).detach())
         params = [p for p in model.parameters() if p.requires_grad]
@@ -127,7 +143,7 @@ def layer_cases(spec: LayerSpec, device: torch.device) -> List[Case]:
 
         cases.append(Case(key, label, step, reset, note, sum(p.numel() for p in params),
                           persistent=lambda model=model, grad_out=grad_out: tensor_bytes(
-                              state_tensors(model, extra=[x, grad_out]))))
+                              state_tensors(model, extra=[x, grad_out])), detail=detail))
     return cases
 
 

@@ -2,7 +2,8 @@
 
 A record is a plain dict (it goes to the JSON beside the markdown): ``key``, ``label``, ``ms``
 (median), ``times`` (seconds, every timed repetition), ``peak`` (bytes; None when the method
-was not measured), ``params`` (trainable), ``note`` and, when the case failed, ``error``.
+was not measured), ``params`` (trainable), ``note``, ``detail`` when the case has one (the paths
+the automatic choice took) and, when the case failed, ``error``.
 """
 from typing import List, Optional
 
@@ -13,6 +14,8 @@ def case_record(case: Case) -> dict:
     """The results data of one measured case."""
     record = dict(key=case.key, label=case.label, ms=1e3 * case.median, times=case.times,
                   peak=case.peak, params=case.params, note=case.note)
+    if case.detail:
+        record['detail'] = case.detail
     if case.error:
         record['error'] = case.error
     return record

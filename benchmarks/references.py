@@ -99,6 +99,8 @@ def refusal(error: Exception) -> str:
     text = str(error)
     if 'divisible by groups' in text:  # PEFT on depthwise convs
         return 'refused (rank must be a multiple of groups)'
+    if 'factorised path needs' in text:  # a structured grouped conv
+        return 'no factorised path (structured grouped conv)'
     return 'refused: ' + text.split('. ')[0][:80]
 
 

@@ -1,122 +1,228 @@
-"""The CPU demo: synthetic data, then FLoRA training and evaluation for each task.
+"""The CPU demo: FLoRA adapting a pretrained ConvNeXt-V2-atto to three dense tasks.
 
-For each chosen task this writes the synthetic dataset (tools/make_demo_data.py),
-evaluates the freshly initialised model, trains it with tools/train.py and evaluates
-the last checkpoint with tools/test.py, then prints both metrics side by side::
+For each task (COCO Mask R-CNN, DOTA Oriented R-CNN, ADE20K UperNet, on the small synthetic
+sets of tools/make_demo_data.py) it evaluates the freshly built model, trains FLoRA on a
+*random* base (the backbone's norms, neck and heads train too: configs/demo/*_demo.py), trains
+FLoRA on the *pretrained* base the way the paper does (the trunk frozen except its adapters;
+output norms, neck and heads train: configs/demo/*_demo_pretrained.py), evaluates both and
+prints one table::
 
-    python tools/demo.py                    # COCO Mask R-CNN, DOTA Oriented R-CNN, ADE UperNet
-    python tools/demo.py --tasks dota       # one task
+    python tools/demo.py                      # all three tasks
+    python tools/demo.py --tasks ade          # one task
+    python tools/demo.py --base my_atto.pth   # another pretrained atto checkpoint
 
-Logs and checkpoints land in ``--work-dir`` (default ``work_dirs/demo``), data in ``data/demo``.
-Run it from the repository root.
+The pretrained base is ``checkpoints/convnextv2_atto_procedural.pth``: written on first use by
+tools/pretrain_backbone.py (about ten minutes on 2 cores), reused afterwards. The console shows
+one progress line per run with an ETA; everything the runs log goes to
+``<work-dir>/<task>/<run>/console.log`` (and mmengine's own logs beside it). Run it from the
+repository root.
 """
 import argparse
-import glob
+import contextlib
 import json
+import logging
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
+from typing import Dict, Optional
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, TOOLS)
+sys.path.insert(0, osp.dirname(TOOLS))
 
 import make_demo_data  # noqa: E402
 
-# task -> (config, dataset written by make_demo_data, metrics shown in the summary)
+#: The pretrained base the *_demo_pretrained.py configs name.
+DEFAULT_BASE = 'checkpoints/convnextv2_atto_procedural.pth'
+# task -> (config stem under configs/demo, dataset of make_demo_data, metrics in the table)
 TASKS = {
-    'coco': ('configs/demo/maskrcnn_convnextv2_atto_demo.py', 'coco',
+    'coco': ('maskrcnn_convnextv2_atto_demo', 'coco',
              ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50')),
-    'dota': ('configs/demo/oriented_rcnn_convnextv2_atto_demo.py', 'dota', ('dota/mAP', )),
-    'ade': ('configs/demo/upernet_convnextv2_atto_demo.py', 'ade', ('mIoU', 'mAcc', 'aAcc')),
+    'dota': ('oriented_rcnn_convnextv2_atto_demo', 'dota', ('dota/mAP', )),
+    'ade': ('upernet_convnextv2_atto_demo', 'ade', ('mIoU', 'mAcc', 'aAcc')),
 }
-# The demo evaluates once before and once after training, so no validation during it.
-NO_VALIDATION = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+# The demo evaluates once at the end of each run, so no validation during training.
+NO_VALIDATION = dict(val_cfg=None, val_dataloader=None, val_evaluator=None)
+COLUMNS = (('untrained', 'untrained'), ('random', 'FLoRA, random base'),
+           ('pretrained', 'FLoRA, pretrained base'))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train and evaluate the FLoRA CPU demo')
     parser.add_argument('--tasks', nargs='+', choices=list(TASKS), default=list(TASKS))
+    parser.add_argument('--base', help='pretrained ConvNeXt-V2-atto checkpoint (default: '
+                        f'{DEFAULT_BASE}, pretrained on first use)')
     parser.add_argument('--work-dir', default='work_dirs/demo')
     return parser.parse_args(argv)
 
 
-def run(cmd: list) -> None:
-    """Run a tool as a child process, its log going straight to the console."""
-    print(f'\n[demo] $ {" ".join(cmd)}', flush=True)
-    subprocess.run(cmd, check=True)
+def ensure_base(path: Optional[str]) -> str:
+    """The pretrained base checkpoint: ``path``, or the default one, pretrained if missing."""
+    if path is not None:
+        if not osp.isfile(path):
+            raise SystemExit(f'--base {path}: no such file; pretrain one with '
+                             f'python tools/pretrain_backbone.py --out {path}')
+        return path
+    if osp.isfile(DEFAULT_BASE) and base_is_intact(DEFAULT_BASE):
+        print(f'[demo] pretrained base: {DEFAULT_BASE} (cached)', flush=True)
+        return DEFAULT_BASE
+    print(f'[demo] pretraining the base once: {DEFAULT_BASE} (about 10 min on 2 cores; reused '
+          f'by later runs)', flush=True)
+    import pretrain_backbone
+    pretrain_backbone.main(['--out', DEFAULT_BASE])
+    return DEFAULT_BASE
 
 
-def save_untrained_checkpoint(config: str, path: str) -> None:
-    """Build the model as training would start it (init_weights included) and save it."""
-    from mmengine.runner import save_checkpoint, set_random_seed
-
-    from mmflora.apis import build_model_from_config, load_config
-
-    cfg = load_config(config)
-    set_random_seed(cfg.get('randomness', {}).get('seed', 0))
-    model = build_model_from_config(cfg)
-    model.init_weights()
-    save_checkpoint(dict(state_dict=model.state_dict(), meta=dict(note='untrained')), path)
-
-
-def read_test_metrics(work_dir: str) -> dict:
-    """Metrics of the newest tools/test.py run in ``work_dir`` (from its JSON log)."""
-    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
-    if not logs:
-        raise FileNotFoundError(f'no test metrics (*/*.json) under {work_dir}')
-    with open(logs[-1]) as f:
-        return json.load(f)
+def base_is_intact(path: str) -> bool:
+    """Whether ``path`` matches the sha256 its sidecar recorded (a torn file is pretrained
+    again)."""
+    import hashlib
+    sidecar = path + '.json'
+    if not osp.isfile(sidecar):
+        return True
+    with open(sidecar) as f:
+        expected = json.load(f).get('sha256')
+    with open(path, 'rb') as f:
+        actual = hashlib.sha256(f.read()).hexdigest()
+    if expected and actual != expected:
+        print(f'[demo] {path} does not match the sha256 in {sidecar}: pretraining again',
+              flush=True)
+        return False
+    return True
 
 
-def evaluate(config: str, checkpoint: str, work_dir: str) -> dict:
-    run([sys.executable, osp.join(TOOLS, 'test.py'), config, checkpoint, '--work-dir', work_dir])
-    return read_test_metrics(work_dir)
+class Progress:
+    """One console line per run: what runs, how far, how long it will still take."""
+
+    def __init__(self, stream, label: str) -> None:
+        self.stream, self.label = stream, label
+        self.started = time.time()
+        self.tty = stream.isatty()
+        self.last_shown = -1.0
+
+    def show(self, text: str, done: float = 0.0, final: bool = False) -> None:
+        elapsed = time.time() - self.started
+        eta = (f', {_clock(elapsed * (1 - done) / done)} left' if 0 < done < 1 else '')
+        line = f'[demo] {self.label}: {text} ({_clock(elapsed)}{eta})'
+        if self.tty:
+            self.stream.write('\r' + line.ljust(100) + ('\n' if final else ''))
+        elif final or done - self.last_shown >= 0.25 or done == 0:
+            self.stream.write(line + '\n')
+            self.last_shown = done
+        self.stream.flush()
 
 
-def demo_task(task: str, work_root: str) -> dict:
-    config, _, keys = TASKS[task]
-    work_dir = osp.join(work_root, task)
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f'{seconds // 60}:{seconds % 60:02d}'
+
+
+def progress_hook(progress: Progress):
+    """An mmengine hook that reports training iterations to ``progress``."""
+    from mmengine.hooks import Hook
+
+    class DemoProgressHook(Hook):
+        priority = 'LOWEST'
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            done = (runner.iter + 1) / runner.max_iters
+            progress.show(f'training {runner.iter + 1}/{runner.max_iters}', done)
+
+    return DemoProgressHook()
+
+
+def run(config: str, work_dir: str, label: str, train: bool, base: Optional[str]) -> dict:
+    """Build a runner for ``config`` (its console output into a log file), train it when
+    asked, evaluate it; the metrics."""
+    from mmengine.runner import Runner
+
+    from mmflora.apis import load_config
+    from train import add_guard_hooks
+
     os.makedirs(work_dir, exist_ok=True)
+    progress = Progress(sys.__stdout__, label)
+    progress.show('building')
+    cfg = load_config(config)
+    cfg.work_dir = work_dir
+    cfg.merge_from_dict(NO_VALIDATION)
+    if base is not None and cfg.model.backbone.get('init_cfg'):
+        cfg.model.backbone.init_cfg.checkpoint = base
+    add_guard_hooks(cfg)
+    with open(osp.join(work_dir, 'console.log'), 'w') as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(progress_hook(progress))
+        if train:
+            runner.train()
+        else:  # evaluated as training would start it
+            runner.model.init_weights()
+        progress.show('evaluating', 1.0)
+        metrics = runner.test()
+        quiet_after_run(runner.logger, log)
+    progress.show('done', 1.0, final=True)
+    return {key: float(value) for key, value in metrics.items() if _is_number(value)}
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def quiet_after_run(logger: logging.Logger, log) -> None:
+    """Point the run's console handler, which writes into ``log`` (closed next), at stderr for
+    errors only: later messages to this logger must neither fail nor fill the console."""
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, 'stream', None) is log:
+            handler.setStream(sys.__stderr__)
+            handler.setLevel(logging.ERROR)
+
+
+def demo_task(task: str, work_root: str, base: str) -> dict:
+    stem, _, keys = TASKS[task]
+    config = osp.join('configs', 'demo', f'{stem}.py')
+    pretrained = osp.join('configs', 'demo', f'{stem}_pretrained.py')
+    work_dir = osp.join(work_root, task)
     start = time.time()
-
-    untrained_ckpt = osp.join(work_dir, 'untrained.pth')
-    save_untrained_checkpoint(config, untrained_ckpt)
-    before = evaluate(config, untrained_ckpt, osp.join(work_dir, 'eval_untrained'))
-
-    train_start = time.time()
-    run([sys.executable, osp.join(TOOLS, 'train.py'), config, '--work-dir', work_dir,
-         '--cfg-options', *NO_VALIDATION])
-    train_seconds = time.time() - train_start
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        trained_ckpt = f.read().strip()
-    after = evaluate(config, trained_ckpt, osp.join(work_dir, 'eval_trained'))
-    return dict(keys=keys, before=before, after=after, train_seconds=train_seconds,
-                total_seconds=time.time() - start)
+    results = dict(
+        untrained=run(config, osp.join(work_dir, 'untrained'), f'{task} untrained', False, None),
+        random=run(config, osp.join(work_dir, 'random_base'), f'{task} FLoRA, random base',
+                   True, None),
+        pretrained=run(pretrained, osp.join(work_dir, 'pretrained_base'),
+                       f'{task} FLoRA, pretrained base', True, base))
+    return dict(keys=keys, seconds=time.time() - start, **results)
 
 
-def print_summary(results: dict) -> None:
-    lines = ['', 'FLoRA CPU demo (ConvNeXt-V2-atto, random base, synthetic data)',
-             f'{"task":<6} {"metric":<18} {"untrained":>10} {"trained":>10}   time']
+def summary(results: Dict[str, dict], base: str) -> str:
+    header = f'{"task":<6} {"metric":<18}' + ''.join(f' {name:>23}' for _, name in COLUMNS)
+    lines = ['', f'FLoRA CPU demo: ConvNeXt-V2-atto, synthetic data, pretrained base {base}',
+             header]
     for task, res in results.items():
         for i, key in enumerate(res['keys']):
-            when = (f'train {res["train_seconds"] / 60:.1f} min, '
-                    f'total {res["total_seconds"] / 60:.1f} min') if i == 0 else ''
-            lines.append(f'{task:<6} {key:<18} {res["before"].get(key, float("nan")):>10.3f} '
-                         f'{res["after"].get(key, float("nan")):>10.3f}   {when}')
-    print('\n'.join(lines), flush=True)
+            values = ''.join(f' {res[column].get(key, float("nan")):>23.3f}'
+                             for column, _ in COLUMNS)
+            when = f'   {res["seconds"] / 60:.1f} min' if i == 0 else ''
+            lines.append(f'{task:<6} {key:<18}{values}{when}')
+    return '\n'.join(lines)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    started = time.time()
+    base = ensure_base(args.base)
     datasets = sorted({TASKS[t][1] for t in args.tasks})
-    # The demo configs read data/demo/<dataset>.
-    make_demo_data.main(['--out-dir', 'data/demo', '--datasets', *datasets])
+    make_demo_data.main(['--out-dir', 'data/demo', '--datasets', *datasets])  # configs read it
     results = {}
     for task in args.tasks:
-        results[task] = demo_task(task, args.work_dir)
-        print_summary(results)
+        results[task] = demo_task(task, args.work_dir, base)
+    with open(osp.join(args.work_dir, 'demo_results.json'), 'w') as f:
+        json.dump(dict(base=base, results=results, seconds=time.time() - started), f, indent=1)
+    print(summary(results, base), flush=True)
+    print(f'\n[demo] {_clock(time.time() - started)} in all; results also in '
+          f'{osp.join(args.work_dir, "demo_results.json")}', flush=True)
 
 
 # DOTAMetric evaluates in a spawn pool, which re-imports the main module: keep the guard.

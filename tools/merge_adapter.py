@@ -158,5 +158,6 @@ def write_plain_config(cfg, out: str) -> str:
     plain.dump(path)
     return path
 
+
 if __name__ == '__main__':
     main()

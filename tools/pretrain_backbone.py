@@ -79,13 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='ConvNeXt-V2 size known to mmflora.models.ConvNeXtV2')
     parser.add_argument('--task', default='source',
                         help='procedural task to train on (mmflora.datasets.TASKS)')
-    parser.add_argument('--steps', type=int, default=1800)
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--lr', type=float, default=2e-3, help='peak AdamW learning rate')
+    parser.add_argument('--steps', type=int, default=3600)
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--lr', type=float, default=1e-3, help='peak AdamW learning rate')
     parser.add_argument('--warmup-steps', type=int, default=None,
                         help='linear warm-up length (default: 5%% of --steps)')
     parser.add_argument('--weight-decay', type=float, default=0.05)
     parser.add_argument('--label-smoothing', type=float, default=0.1)
+    parser.add_argument('--clip-grad', type=float, default=0.0,
+                        help='clip the gradient norm to this value (0: no clipping)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2,
                         help='torch CPU threads; part of what makes the weights reproducible')
@@ -99,8 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'target tasks (tools/probe_backbone.py; about 1.5 min), in the sidecar')
     parser.add_argument('--probe-images', type=int, default=2000,
                         help='training images per probe (half as many test it)')
-    parser.add_argument('--out', default=None,
-                        help='checkpoint path (default: checkpoints/convnextv2_<arch>_procedural.pth)')
+    parser.add_argument('--out', default=None, help='checkpoint path (default: '
+                        'checkpoints/convnextv2_<arch>_procedural.pth)')
     args = parser.parse_args(argv)
     for name in ('steps', 'batch_size', 'threads', 'eval_images', 'log_interval',
                  'probe_images'):
@@ -214,6 +216,8 @@ def train(model: nn.Module, task, args: argparse.Namespace) -> dict:
         loss = F.cross_entropy(logits, batch.labels, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if args.clip_grad > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
         optimizer.step()
         value = loss.item()
         smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
@@ -274,8 +278,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     task = get_task(args.task)
     model = build_classifier(args.arch, len(task.classes))
-    print(f'[pretrain] ConvNeXt-V2 {args.arch} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M '
-          f'parameters) on the {task.name!r} task ({len(task.classes)} classes, '
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f'[pretrain] ConvNeXt-V2 {args.arch} ({millions:.2f} M parameters) on the {task.name!r} task ({len(task.classes)} classes, '
           f'{task.image_size}px): {args.steps} steps x {args.batch_size} images, '
           f'lr {args.lr}, {args.threads} threads', flush=True)
     stats = train(model, task, args)
@@ -304,7 +308,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         lr=args.lr,
         schedule=dict(optimizer='AdamW', warmup_steps=args.warmup_steps,
                       decay='cosine', weight_decay=args.weight_decay,
-                      label_smoothing=args.label_smoothing,
+                      label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
                       input_mean=list(MEAN), input_std=list(STD)),
         seed=args.seed,
         threads=args.threads,

@@ -3,6 +3,8 @@
 #
 #   bash tools/setup_env.sh            # CPU machine, or a GPU machine with nvcc for CUDA mmcv ops
 #   PIP_FIND_LINKS=../shared/wheels bash tools/setup_env.sh   # reuse a prebuilt mmcv wheel
+#   FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MMFLORA_CUDA_TOOLKIT=pip bash tools/setup_env.sh
+#                                      # CUDA mmcv ops, nvcc from PyPI (no system CUDA needed)
 #
 # Environment variables:
 #   MMFLORA_VENV        where the virtual environment goes (default: <checkout>/.venv)
@@ -12,8 +14,15 @@
 #                       source build; wheel: a prebuilt wheel or fail; source: always compile mmcv
 #   MAX_JOBS            parallel compile jobs for the source build (default: all cores)
 #   FORCE_CUDA=1        require and compile mmcv's CUDA ops; without it they are required when
-#                       nvcc is on PATH and torch sees a GPU, and left out otherwise
-#   TORCH_CUDA_ARCH_LIST  GPU architectures to compile for, e.g. "8.0;9.0" (default: the GPU seen)
+#                       torch sees a GPU and there is a CUDA compiler (nvcc on PATH, or
+#                       MMFLORA_CUDA_TOOLKIT=pip), and left out otherwise
+#   TORCH_CUDA_ARCH_LIST  GPU architectures to compile for, e.g. "8.0;9.0" (default: the GPU seen;
+#                       required where torch sees none)
+#   MMFLORA_CUDA_TOOLKIT  system (default): the nvcc on PATH / in CUDA_HOME; pip: nvcc 13.0 from
+#                       PyPI wheels (about 100 MB, once), see tools/cuda_toolchain.py
+#   MMFLORA_CUDA_PREFIX   where the pip toolkit is kept (default: ~/.cache/mmflora/cuda-<version>)
+#   MMFLORA_MMCV_WHEEL_DIR  a source build also leaves its mmcv wheel (and build log) here, for
+#                       PIP_FIND_LINKS later
 #
 # Idempotent: a second run only checks what is there (seconds). Every step is named, and the
 # script stops at the first failing one with that name.
@@ -30,6 +39,12 @@ MMCV_BUILD="${MMFLORA_BUILD_MMCV:-auto}"
 case "$MMCV_BUILD" in
   auto|wheel|source) ;;
   *) echo "[setup] MMFLORA_BUILD_MMCV='$MMCV_BUILD' is not one of: auto, wheel, source" >&2; exit 2 ;;
+esac
+CUDA_TOOLKIT="${MMFLORA_CUDA_TOOLKIT:-system}"
+case "$CUDA_TOOLKIT" in
+  system|pip) ;;
+  *) echo "[setup] MMFLORA_CUDA_TOOLKIT='$CUDA_TOOLKIT' is not one of: system (the nvcc on PATH)," \
+          "pip (nvcc from PyPI wheels)" >&2; exit 2 ;;
 esac
 
 STEP="start"
@@ -70,13 +85,17 @@ if ! "$PY" -c "import torch, torchvision, sys; sys.exit(torch.__version__.split(
   "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
-# mmcv's CUDA ops are wanted when asked for, or when nvcc can build them for a GPU torch sees.
+# mmcv's CUDA ops are wanted when asked for, or when a CUDA compiler (nvcc on PATH, or the one
+# MMFLORA_CUDA_TOOLKIT=pip fetches) can build them for a GPU torch sees.
 WANT_CUDA=0
 if [ "${FORCE_CUDA:-0}" = "1" ]; then
   WANT_CUDA=1
-elif command -v nvcc >/dev/null 2>&1 \
+elif { [ "$CUDA_TOOLKIT" = pip ] || command -v nvcc >/dev/null 2>&1; } \
     && "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
   WANT_CUDA=1
+elif [ "$CUDA_TOOLKIT" = pip ]; then
+  echo "[setup] MMFLORA_CUDA_TOOLKIT=pip is not used: torch sees no GPU and FORCE_CUDA is not 1," \
+       "so mmcv's CUDA ops are not wanted"
 fi
 
 # True when mmcv $MMCV_VERSION imports with its compiled ops (with CUDA ops when they are wanted).
@@ -92,11 +111,34 @@ sys.exit(not ok)
 EOF
 }
 
+# Points CUDA_HOME and PATH at the CUDA compiler the build uses, and says which one it is.
+use_cuda_toolkit() {
+  "$PY" "$ROOT/tools/cuda_toolchain.py" check-arch
+  if [ "$CUDA_TOOLKIT" = pip ]; then
+    local cuda prefix
+    cuda="$("$PY" -c "import torch; print(torch.version.cuda)")"
+    prefix="${MMFLORA_CUDA_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/mmflora/cuda-$cuda}"
+    echo "[setup] CUDA $cuda toolkit from PyPI wheels in $prefix"
+    CUDA_HOME="$("$PY" "$ROOT/tools/cuda_toolchain.py" assemble --prefix "$prefix")"
+    export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+  fi
+  command -v nvcc >/dev/null 2>&1 || {
+    echo "[setup] mmcv's CUDA ops need nvcc, and none is on PATH: install the CUDA toolkit torch" \
+         "is built for, or use MMFLORA_CUDA_TOOLKIT=pip" >&2; false; }
+  echo "[setup] compiling mmcv with CUDA ops: $(command -v nvcc)" \
+       "($(nvcc --version | grep -o 'release.*')), CUDA_HOME=${CUDA_HOME:-<from nvcc>}," \
+       "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<the GPUs seen>}"
+  export FORCE_CUDA=1
+}
+
 build_mmcv_from_source() {
-  local src log started
+  local src log started wheel
   src="$(mktemp -d)"
   log="$src/build.log"
   started=$(date +%s)
+  if [ "$WANT_CUDA" = 1 ]; then
+    use_cuda_toolkit
+  fi
   # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools dropped; torch 2.14 asks
   # for setuptools>=77 at run time, so the old one is only kept for this build and replaced after.
   echo "[setup] setuptools<70 for the build (pip warns that torch wants >=77; it is put back after)"
@@ -105,20 +147,25 @@ build_mmcv_from_source() {
   # No build isolation here either: pip prepares the sdist's metadata, which runs its setup.py.
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary=:all: "mmcv==$MMCV_VERSION" -d "$src"
   tar -xzf "$src/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
-  # torch >= 2.10 headers refuse C++17; mmcv's setup.py hard-codes it.
-  sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/mmcv-$MMCV_VERSION/setup.py"
-  grep -q "c++20" "$src/mmcv-$MMCV_VERSION/setup.py"
-  if [ "$WANT_CUDA" = 1 ]; then
-    echo "[setup] compiling mmcv with CUDA ops (nvcc: $(command -v nvcc || echo 'not on PATH'))"
-    export FORCE_CUDA=1
-  fi
+  # The edits that make the 2023 source build with torch 2.14 (C++20) and CUDA 13, each with its
+  # reason, are in tools/patch_mmcv_source.py; it stops the set-up when one no longer applies.
+  "$PY" "$ROOT/tools/patch_mmcv_source.py" "$src/mmcv-$MMCV_VERSION"
   # The full log goes to $log; ninja's [done/total] lines are echoed as progress (one a file).
+  # A wheel first, then installed, so that MMFLORA_MMCV_WHEEL_DIR can keep it.
   if ! (cd "$src/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-        "${PIP[@]}" install -v --no-build-isolation --no-deps --force-reinstall . 2>&1 \
+        "${PIP[@]}" wheel -v --no-build-isolation --no-deps -w "$src/dist" . 2>&1 \
         | tee "$log" | sed -unE 's#^ *(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) -o .*#[setup] mmcv \1 \2#p; /^ *Successfully/p'); then
     echo "[setup] mmcv source build failed; last lines of $log:" >&2
     tail -n 40 "$log" >&2
     false
+  fi
+  wheel="$(echo "$src"/dist/mmcv-"$MMCV_VERSION"-*.whl)"
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel"
+  if [ -n "${MMFLORA_MMCV_WHEEL_DIR:-}" ]; then
+    mkdir -p "$MMFLORA_MMCV_WHEEL_DIR"
+    cp "$wheel" "$MMFLORA_MMCV_WHEEL_DIR/"
+    cp "$log" "$MMFLORA_MMCV_WHEEL_DIR/mmcv-$MMCV_VERSION-build.log"
+    echo "[setup] kept $(basename "$wheel") and its build log in $MMFLORA_MMCV_WHEEL_DIR"
   fi
   rm -rf "$src"
   "${PIP[@]}" install -q 'setuptools>=77.0.3'

@@ -11,8 +11,8 @@ from .init_guard import PreservedInit, preserve_adapter_init
 from .inject import InjectedLayer, InjectionReport, inject, inject_adapters, iter_adapter_layers
 from .lora import LoRAConv1d, LoRAConv2d, LoRAConv3d, LoRALinear
 from .merge import merge_adapters, merge_and_unload, unmerge_adapters
-from .state import (adapter_configs, adapter_file_problem, adapter_state_dict, describe_trained_with, load_adapters,
-                    read_adapter_metadata, save_adapters)
+from .state import (adapter_configs, adapter_file_problem, adapter_state_dict,
+                    describe_trained_with, load_adapters, read_adapter_metadata, save_adapters)
 from .tucker import mode_product, tucker_to_tensor
 
 
@@ -25,7 +25,8 @@ __all__ = [
     'AdapterLayer', 'AdapterConfig', 'METHODS', 'InjectedLayer', 'InjectionReport', 'inject',
     'inject_adapters', 'iter_adapter_layers', 'preserve_adapter_init', 'PreservedInit',
     'delta_weights', 'merge_adapters', 'unmerge_adapters', 'merge_and_unload',
-    'adapter_configs', 'adapter_file_problem', 'adapter_state_dict', 'describe_trained_with', 'save_adapters', 'load_adapters', 'read_adapter_metadata',
+    'adapter_configs', 'adapter_file_problem', 'adapter_state_dict', 'describe_trained_with',
+    'save_adapters', 'load_adapters', 'read_adapter_metadata',
     'count_params', 'planned_adapter_params', 'solve_rank', 'mode_product', 'tucker_to_tensor',
     'FLoRALinear', 'FLoRAConv1d', 'FLoRAConv2d', 'FLoRAConv3d', 'LoRALinear', 'LoRAConv1d',
     'LoRAConv2d', 'LoRAConv3d', 'DoRALinear', 'DoRAConv1d', 'DoRAConv2d', 'DoRAConv3d'

@@ -324,4 +324,3 @@ def trainable_matches(names: Sequence[str], patterns: Optional[Sequence[str]]) -
             matched.add(name)
     _check_all_used('trainable patterns', patterns, used, list(names))
     return matched
-

@@ -35,8 +35,6 @@ _settings = dict(measure=True)
 _decisions: Dict[Tuple, str] = {}
 
 
-
-
 def output_positions(layer, x: Tensor) -> float:
     """Number of output positions (batch x spatial) ``layer`` computes for ``x``."""
     if not layer.is_conv:

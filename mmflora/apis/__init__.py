@@ -17,7 +17,8 @@ from .pretrained import (BASE_SOURCES, check_base_source, ensure_base_weights, i
                          pretrained_init_entries, pretrained_init_modules)
 
 __all__ = [
-    'BASE_SOURCES', 'ConfigError', 'apply_adapter_file', 'check_config_nodes', 'build_model_from_config', 'check_base_source',
-    'ensure_base_weights', 'is_pretrained_init', 'load_config', 'pretrained_init_entries',
-    'pretrained_init_modules', 'register_scope_modules', 'unwrap_model'
+    'BASE_SOURCES', 'ConfigError', 'apply_adapter_file', 'build_model_from_config',
+    'check_base_source', 'check_config_nodes', 'ensure_base_weights', 'is_pretrained_init',
+    'load_config', 'pretrained_init_entries', 'pretrained_init_modules', 'register_scope_modules',
+    'unwrap_model'
 ]

@@ -20,7 +20,7 @@ Tasks (``TASKS``)
     triangle, hexagon, star, cross, ring, crescent, semicircle or L-shape.
     Everything
     else is a nuisance the network must see through: position, size (radius
-    6-26 px), rotation, the aspect of ellipses (1.6-2.5) and bars (2.5-4),
+    8-27 px), rotation, the aspect of ellipses (1.6-2.5) and bars (2.5-4),
     the colour (random hue), and the fill (flat in 40 % of the objects, else
     stripes, checker, gradient or pixel noise between the colour and a
     contrasting shade). Telling the classes apart takes edges, corners,
@@ -89,10 +89,10 @@ class ShapeTask:
         nuisance_fills: Fills drawn for ``'any'``. Defaults to all fills.
         fill_weights: Probabilities of ``nuisance_fills``.
         radius_single: Radius range of a lone object, as a share of
-            ``image_size``. Defaults to (0.15, 0.4).
+            ``image_size``. Defaults to (0.2, 0.42).
         radius_multi: Radius range when there are several objects (each
             sits in its own image quadrant, so at most 0.25). Defaults to
-            (0.1, 0.2).
+            (0.13, 0.22).
         background_grey: Range of a dark background's grey level (0-255).
         background_tint: Largest per-channel offset of the background.
         background_gradient: Largest grey change across the image.
@@ -114,8 +114,8 @@ class ShapeTask:
     nuisance_fills: Tuple[str, ...] = ('flat', 'stripes', 'checker',
                                        'gradient', 'noise')
     fill_weights: Tuple[float, ...] = (0.4, 0.15, 0.15, 0.15, 0.15)
-    radius_single: Range = (0.15, 0.4)
-    radius_multi: Range = (0.1, 0.2)
+    radius_single: Range = (0.2, 0.42)
+    radius_multi: Range = (0.13, 0.22)
     background_grey: Range = (10.0, 110.0)
     background_tint: float = 12.0
     background_gradient: float = 30.0
@@ -146,6 +146,10 @@ class ShapeTask:
             raise ValueError(
                 f'ShapeTask {self.name!r}: radius_multi={self.radius_multi} '
                 'does not fit a quadrant; keep its upper end below 0.25.')
+        if self.radius_single[1] * self.image_size > self.image_size / 2 - 1:
+            raise ValueError(
+                f'ShapeTask {self.name!r}: radius_single={self.radius_single} '
+                'does not fit the image; keep its upper end below 0.5.')
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -215,8 +219,8 @@ TASKS = dict(
         classes=tuple((p, f) for p in ('circle', 'square', 'triangle', 'star',
                                        'ring') for f in ('flat', 'stripes')),
         max_objects=2,
-        radius_single=(0.2, 0.4),
-        radius_multi=(0.12, 0.22),
+        radius_single=(0.25, 0.45),
+        radius_multi=(0.16, 0.23),
         light_background_prob=1.0,
         light_background_grey=(120.0, 210.0),
         object_saturation=(0.2, 0.7),

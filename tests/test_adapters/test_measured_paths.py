@@ -1,7 +1,5 @@
 """'auto' paths in training are measured where the cost model cannot tell: once per layer
 signature, outside autograd's view, and kept for the process."""
-import time
-
 import pytest
 import torch
 import torch.utils.checkpoint as checkpoint
@@ -37,7 +35,7 @@ def test_a_close_call_is_measured_once_per_signature(monkeypatch):
     calls = []
     real = paths.measured_faster_path
     monkeypatch.setattr(paths, 'measured_faster_path',
-                        lambda l, t: calls.append(tuple(t.shape)) or real(l, t))
+                        lambda layer, t: calls.append(tuple(t.shape)) or real(layer, t))
     model(x).sum().backward()
     model(x).sum().backward()
     assert calls == [(32, 64)]
@@ -46,16 +44,20 @@ def test_a_close_call_is_measured_once_per_signature(monkeypatch):
     assert len(paths.path_decisions()) == 2
 
 
-def test_the_measurement_picks_the_faster_path(monkeypatch):
+@pytest.mark.parametrize('slow', ['factorised', 'merged'])
+def test_the_measurement_picks_the_faster_path(monkeypatch, slow):
     model, layer, x = close_call_layer()
-    slow_branch = layer._branch
+    clock = [0.0]  # a fake clock: only the slow path's own work moves it (no timing noise)
+    monkeypatch.setattr(paths.time, 'perf_counter', lambda: clock[0])
+    name = '_branch' if slow == 'factorised' else 'merged_weight'
+    real = getattr(layer, name)
 
-    def branch(inputs):
-        time.sleep(0.02)  # a factorised path that is slow on this "device"
-        return slow_branch(inputs)
+    def slow_op(*args):
+        clock[0] += 1.0
+        return real(*args)
 
-    monkeypatch.setattr(layer, '_branch', branch)
-    assert layer.choose_path(x) == 'merged'
+    monkeypatch.setattr(layer, name, slow_op)
+    assert layer.choose_path(x) == ('merged' if slow == 'factorised' else 'factorised')
 
 
 def test_measuring_leaves_no_gradient_behind_and_the_step_is_unchanged():

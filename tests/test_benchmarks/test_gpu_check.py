@@ -16,13 +16,17 @@ import pytest
 import torch
 
 from benchmarks import gpu_cli
-from benchmarks.gpu_train import TABLE5, METHODS, TrainMethod, build_models, measure_size
+from benchmarks.gpu_train import (PATH_SIZE, TABLE5, METHODS, TrainMethod, build_models,
+                                  measure_size)
+from benchmarks.models import DECIDERS, census_text, make_backbone
+from benchmarks.path_choice import FIXED_PATHS
+from benchmarks.settings import ADAPT
+from mmflora.adapters import inject_adapters, iter_adapter_layers
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
 GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
 COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('GPU.md', 'GPU.json')]
-
 
 
 def fingerprint(path):
@@ -82,7 +86,8 @@ def test_every_training_case_is_measured_at_every_size(quick):
     assert [size['key'] for size in train['sizes']] == ['coco', 'ade']
     for size in train['sizes']:
         assert 'error' not in size
-        assert [row['key'] for row in size['rows']] == [m.key for m in METHODS]
+        assert [row['key'] for row in size['rows']] == [
+            m.key for m in METHODS if m.runs_at(size['key'])]
         for row in size['rows']:
             assert 'error' not in row, row
             assert row['times'] and all(t > 0 for t in row['times']) and row['peak'] > 0
@@ -103,6 +108,44 @@ def test_every_training_case_is_measured_at_every_size(quick):
         for key, expected in paper.items():
             assert by_key[key]['paper'] == expected
         assert by_key['full']['paper'] == {}
+
+
+def adapter_layer_count(model_name):
+    model = make_backbone(model_name)
+    inject_adapters(model, 'flora', r=4, **ADAPT)
+    return sum(1 for _ in iter_adapter_layers(model))
+
+
+def test_flora_auto_is_set_against_both_fixed_paths_and_recompute_against_not(quick):
+    train = quick['data']['sections']['train']['result']
+    layers = adapter_layer_count(train['model'])
+    assert {size['key'] for size in train['sizes']} > {PATH_SIZE}
+    for size in train['sizes']:
+        rows = {row['key']: row for row in size['rows']}
+        paths = size['paths']
+        auto, recompute = rows['flora-r38'], rows['flora-r38-recompute']
+        for row in (auto, recompute):  # what auto took, counted before the timing
+            counts = row['detail']['paths']
+            assert set(counts) <= set(FIXED_PATHS) and set(
+                decided for by in counts.values() for decided in by) <= set(DECIDERS)
+            assert sum(n for by in counts.values() for n in by.values()) == layers
+            assert row['note'] == census_text(counts)
+        assert recompute['params'] == auto['params']
+        assert paths['recompute_time'] == pytest.approx(recompute['ms'] / auto['ms'])
+        assert paths['recompute_memory'] == pytest.approx(recompute['peak'] / auto['peak'])
+        assert paths['path'] == auto['note']
+        if size['key'] != PATH_SIZE:
+            assert not {'flora-r38-merged', 'flora-r38-factorised'} & set(rows)
+            assert paths['best'] is None and math.isnan(paths['auto_vs_best'])
+            continue
+        fixed = {path: rows[f'flora-r38-{path}'] for path in FIXED_PATHS}
+        for row in fixed.values():
+            assert row['note'] == '' and 'detail' not in row  # nothing left to choose
+            assert row['params'] == auto['params']
+        best = min(fixed, key=lambda path: fixed[path]['ms'])
+        assert paths['best'] == best
+        assert paths['auto_vs_best'] == pytest.approx(auto['ms'] / fixed[best]['ms'])
+        assert paths['fixed_ms'] == {path: fixed[path]['ms'] for path in FIXED_PATHS}
 
 
 def test_compile_check_matches_eager_and_times_both(quick):

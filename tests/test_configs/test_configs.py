@@ -22,7 +22,9 @@ def test_configs_tree_has_paper_budget_baseline_and_demo_configs():
         for baseline in ('frozen', 'full', 'bitfit', 'lora_r8', 'lora_r16', 'lora_r32',
                          'dora_r8', 'dora_r16', 'dora_r32'):
             assert f'baselines/{baseline}_{task}.py' in names
-    assert len([n for n in names if n.startswith('demo/')]) == 3
+    demos = sorted(n for n in names if n.startswith('demo/'))
+    assert len(demos) == 6  # each task on a random base and on the pretrained one
+    assert sum(n.endswith('_pretrained.py') for n in demos) == 3
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
@@ -150,11 +152,17 @@ def test_baseline_configs_replace_only_the_adapter(task, baseline, adapter):
     assert cfg.to_dict() == paper.to_dict()
 
 
-def test_demo_configs_use_atto_without_pretrained_weights():
+def test_demo_configs_use_atto_on_a_random_base_or_the_pretrained_one():
     for path in sorted((CONFIG_DIR / 'demo').glob('*.py')):
         cfg = Config.fromfile(str(path))
         assert cfg.model.backbone.arch == 'atto', path
-        assert cfg.model.backbone.init_cfg is None, path
         assert cfg.model.backbone.adapter.method == 'flora', path
         assert 'data/demo/' in str(cfg.train_dataloader.dataset.data_root) + '/', path
+        if path.stem.endswith('_pretrained'):  # the paper's way: only adapters train in the trunk
+            assert cfg.model.backbone.init_cfg == dict(
+                type='Pretrained', checkpoint='checkpoints/convnextv2_atto_procedural.pth'), path
+            assert cfg.model.backbone.adapter.trainable is None, path
+        else:  # a random base: its norms train too
+            assert cfg.model.backbone.init_cfg is None, path
+            assert cfg.model.backbone.adapter.trainable == ['norm', 'grn'], path
     assert ATTO_DIMS == (40, 80, 160, 320)

@@ -159,6 +159,8 @@ def test_bad_task_definitions_are_refused_with_the_name_and_the_fix():
         ShapeTask(name='t', classes=(('circle', 'plaid'), ))
     with pytest.raises(ValueError, match='radius_multi'):
         ShapeTask(name='t', classes=(('circle', 'any'), ), radius_multi=(0.1, 0.3))
+    with pytest.raises(ValueError, match='radius_single'):
+        ShapeTask(name='t', classes=(('circle', 'any'), ), radius_single=(0.2, 0.5))
     with pytest.raises(ValueError, match=r"\['tartan'\]"):
         PatternTask(name='t', classes=('lines', 'tartan'))
     with pytest.raises(KeyError, match="'nearest'"):

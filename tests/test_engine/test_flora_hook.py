@@ -201,7 +201,6 @@ class TestFLoRAHook(RunnerTestCase):
                 self.assertIsNotNone(registry.get(name), f'{registry.scope}: {name}')
 
 
-
 class ToyStem(torch.nn.Conv2d):
     """A Conv2d subclass (keeps nn.Conv2d's forward), to be named as a target class."""
 

@@ -126,4 +126,3 @@ def test_nms_rotated_suppresses_the_overlapping_box():
     # Above the 0.82 overlap nothing is suppressed.
     _, keep = nms_rotated(boxes, scores, iou_threshold=0.9)
     assert sorted(keep.tolist()) == [0, 1, 2]
-

@@ -1,4 +1,5 @@
-"""tools/pretrain_backbone.py: reproducible weights, a checkpoint the backbone loads, the sidecar."""
+"""tools/pretrain_backbone.py (and probe_backbone.py): reproducible weights, a checkpoint
+the backbone loads, the sidecar."""
 import hashlib
 import json
 import os.path as osp

@@ -13,6 +13,6 @@ from .trainable_params_hook import TrainableParamsHook, trainable_summary
 
 __all__ = [
     'FLoRAHook', 'AdapterCheckpointHook', 'CheckpointMatchHook', 'DeltaWeightStatsHook',
-    'RandomStateHook', 'TrainableParamsHook', 'adapter_path_for', 'compare_checkpoint', 'trainable_summary',
-    'ADAPTER_SUFFIX', 'amplification_factor', 'matricise'
+    'RandomStateHook', 'TrainableParamsHook', 'adapter_path_for', 'compare_checkpoint',
+    'trainable_summary', 'ADAPTER_SUFFIX', 'amplification_factor', 'matricise'
 ]
