@@ -145,11 +145,13 @@ class ShapeTask:
         if self.radius_multi[1] * self.image_size > self.image_size / 4 - 1:
             raise ValueError(
                 f'ShapeTask {self.name!r}: radius_multi={self.radius_multi} '
-                'does not fit a quadrant; keep its upper end below 0.25.')
+                f'does not fit a quadrant of {self.image_size} px images; keep '
+                f'its upper end at most {0.25 - 1 / self.image_size:.3f}.')
         if self.radius_single[1] * self.image_size > self.image_size / 2 - 1:
             raise ValueError(
                 f'ShapeTask {self.name!r}: radius_single={self.radius_single} '
-                'does not fit the image; keep its upper end below 0.5.')
+                f'does not fit {self.image_size} px images; keep its upper '
+                f'end at most {0.5 - 1 / self.image_size:.3f}.')
 
     @property
     def class_names(self) -> Tuple[str, ...]:
