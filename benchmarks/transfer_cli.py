@@ -48,7 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         ','.join(m.key for m in S.METHODS))
     parser.add_argument('--seeds', help='comma-separated run seeds (default: the profile\'s)')
     parser.add_argument('--lrs', help='comma-separated learning-rate grid')
-    parser.add_argument('--steps', type=int, help='training steps per run')
+    parser.add_argument('--steps', type=int, help='training steps per run on the image tasks')
+    parser.add_argument('--dense-steps', type=int,
+                        help='training steps per run on the dense task')
     parser.add_argument('--workers', type=int, help='parallel runs (default: the profile\'s)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads per run')
     parser.add_argument('--resume', action='store_true',
@@ -84,13 +86,14 @@ def build_profile(args: argparse.Namespace) -> dict:
         if any(lr <= 0 for lr in lrs):
             raise SystemExit(f'transfer: --lrs {args.lrs!r} must be positive.')
         profile['lrs'] = tuple(lrs)
-    for name in ('steps', 'workers'):
+    for name in ('steps', 'dense_steps', 'workers'):
         value = getattr(args, name)
         if value is not None:
             if value < 1:
-                raise SystemExit(f'transfer: --{name} must be at least 1, got {value}.')
+                raise SystemExit(f'transfer: --{name.replace("_", "-")} must be at least 1, '
+                                 f'got {value}.')
             profile[name] = value
-    profile['warmup'] = min(profile['warmup'], profile['steps'])
+    profile['warmup'] = min(profile['warmup'], profile['steps'], profile['dense_steps'])
     return profile
 
 

@@ -58,6 +58,7 @@ def header(results: dict) -> List[str]:
         + (f'{accuracy:.3f}' if accuracy is not None else 'not recorded') + '.',
         f'* Runs: {len(results["runs"])} (tasks x methods x lrs x seeds), seeds '
         f'{list(profile["seeds"])}, {profile["steps"]} steps of batch {profile["batch"]} '
+        f'({profile.get("dense_steps", profile["steps"])} on the dense task) '
         f'({profile["warmup"]} warm-up, then cosine to 0), AdamW, weight decay 0.05 on every '
         f'trainable tensor, lr grid {{{lrs}}}; {profile["image_size"]} px images; per seed '
         f'{profile["train"]} training images, cycled; {profile["val"]} validation and '

@@ -110,6 +110,11 @@ INIT_ROWS = ('flora-low', 'flora-low-unit')
 PAPER_LR = 1e-4
 
 
+def steps_of(profile: dict, target: TargetTask) -> int:
+    """Training steps of every run on ``target`` (the same for every method)."""
+    return profile['dense_steps'] if target.dense else profile['steps']
+
+
 def method_by_key(key: str) -> MethodSpec:
     for spec in METHODS:
         if spec.key == key:
@@ -127,12 +132,15 @@ def target_by_key(key: str) -> TargetTask:
 
 
 #: Sizes of a full and of a --quick run. ``train`` images per seed are cycled for ``steps``
-#: batches; ``val`` picks the learning rate, ``test`` is reported.
+#: batches (``dense_steps`` on the dense task, whose heads start from scratch and need more);
+#: ``val`` picks the learning rate, ``test`` is reported.
 PROFILES = {
-    'full': dict(seeds=(0, 1, 2), lrs=(1e-4, 3e-4, 1e-3), steps=100, warmup=10, batch=16,
+    'full': dict(seeds=(0, 1, 2), lrs=(1e-4, 1e-3, 3e-3), steps=100, dense_steps=200,
+                 warmup=10, batch=16,
                  image_size=64, train=800, val=300, test=600, eval_batch=100, workers=2,
                  head_channels=64, aux_channels=32),
-    'quick': dict(seeds=(0, ), lrs=(1e-3, ), steps=3, warmup=1, batch=4, image_size=64,
+    'quick': dict(seeds=(0, ), lrs=(1e-3, ), steps=3, dense_steps=4, warmup=1, batch=4,
+                  image_size=64,
                   train=8, val=8, test=8, eval_batch=8, workers=2, head_channels=16,
                   aux_channels=8),
 }

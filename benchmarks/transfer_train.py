@@ -49,9 +49,8 @@ def batch_order(seed: int, num_train: int, batch: int, steps: int) -> List[np.nd
     return [np.asarray(order[k * batch:(k + 1) * batch]) for k in range(steps)]
 
 
-def learning_rate(step: int, peak: float, profile: dict) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0."""
-    warmup, steps = profile['warmup'], profile['steps']
+def learning_rate(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
@@ -126,11 +125,11 @@ def train_run(job: dict) -> dict:
     torch.manual_seed(S.TRAIN_TORCH_SEED + seed)
     model.train()
     cpu_times, wall_times, losses = [], [], []
-    for step, order in enumerate(batch_order(seed, profile['train'], profile['batch'],
-                                             profile['steps'])):
+    steps = S.steps_of(profile, target)
+    for step, order in enumerate(batch_order(seed, profile['train'], profile['batch'], steps)):
         indices = torch.from_numpy(order)
         for group in optimizer.param_groups:
-            group['lr'] = learning_rate(step, peak_lr, profile)
+            group['lr'] = learning_rate(step, peak_lr, profile['warmup'], steps)
         masks = None if train.masks is None else train.masks[indices]
         wall, cpu = time.perf_counter(), time.thread_time()
         loss = model.train_loss(train.images[indices], train.labels[indices], masks)

@@ -58,13 +58,20 @@ def test_quick_run_trains_every_task_method_lr_and_seed(quick_run):
                 for lr in profile['lrs'] for seed in profile['seeds']]
     assert sorted(keys) == sorted(expected)
     for record in data['runs']:
-        assert record['steps'] == profile['steps'] and record['finite'], record
+        steps = S.steps_of(profile, S.target_by_key(record['task']))
+        assert record['steps'] == steps and record['finite'], record
         assert record['step_cpu_ms'] > 0 and record['step_wall_ms'] > 0, record
     # every task and method has a summary with a chosen lr of the grid
     for target in S.TARGETS:
         for method in S.METHODS:
             figures = data['summary'][target.key][method.key]
             assert figures['best_lr'] in profile['lrs']
+
+
+def test_dense_runs_train_longer_than_image_runs(quick_run):
+    profile = quick_run['data']['settings']['profile']
+    steps = {t.dense: S.steps_of(profile, t) for t in S.TARGETS}
+    assert steps[True] == profile['dense_steps'] != profile['steps'] == steps[False]
 
 
 def test_quick_run_counts_parameters_and_matches_the_budgets(quick_run):
