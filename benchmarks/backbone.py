@@ -59,8 +59,8 @@ def backbone_builders(ranks: MatchedRanks) -> List[Tuple[str, str, Builder]]:
     return [
         ('base', 'frozen base (input grad only)', injected('none', **ADAPT)),
         ('full', 'full fine-tuning', injected('full')),
-        ('flora-auto', f'FLoRA dense auto (r={r_dense})', injected('flora', r=r_dense,
-                                                                    **flora_kw)),
+        ('flora-auto', f'FLoRA dense auto (r={r_dense})',
+         injected('flora', r=r_dense, **flora_kw)),
         ('flora-auto-twin', f'FLoRA dense auto, a second identical case (r={r_dense})',
          injected('flora', r=r_dense, **flora_kw)),
         ('flora-recompute', f'FLoRA dense auto, recompute=True (r={r_dense})',

@@ -3,7 +3,7 @@ import datetime
 from typing import Dict, List
 
 from . import transfer_results as R
-from .transfer_settings import INIT_ROWS, PAPER_LR, TARGETS, method_by_key
+from .transfer_settings import INIT_ROWS, PAPER_LR, method_by_key
 
 VERDICT_WORDS = {'ahead': 'ahead of', 'level': 'level with', 'behind': 'behind',
                  'one seed': 'compared at one seed (no spread to judge by) with'}

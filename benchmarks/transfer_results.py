@@ -124,4 +124,3 @@ def json_summary(summary: Dict[str, Dict[str, dict]]) -> dict:
             out.setdefault(task, {})[method] = dict(
                 figures, per_lr={lr_key(lr): v for lr, v in figures['per_lr'].items()})
     return out
-

@@ -64,7 +64,8 @@ def install_compiler_packages(prefix: str, cuda_version: str) -> str:
     if cuda_version not in TOOLKIT_PACKAGES:
         raise SystemExit(
             f'[cuda_toolchain] torch is built for CUDA {cuda_version}, but the PyPI toolkit is '
-            f'only set up for CUDA {", ".join(TOOLKIT_PACKAGES)}; install a CUDA {cuda_version} nvcc '
+            f'only set up for CUDA {", ".join(TOOLKIT_PACKAGES)}; install a CUDA '
+            f'{cuda_version} nvcc '
             'and use MMFLORA_CUDA_TOOLKIT=system')
     packages = TOOLKIT_PACKAGES[cuda_version]
     target = osp.join(prefix, 'packages')

@@ -279,7 +279,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     model = build_classifier(args.arch, len(task.classes))
     millions = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f'[pretrain] ConvNeXt-V2 {args.arch} ({millions:.2f} M parameters) on the {task.name!r} task ({len(task.classes)} classes, '
+    print(f'[pretrain] ConvNeXt-V2 {args.arch} ({millions:.2f} M parameters) on the '
+          f'{task.name!r} task ({len(task.classes)} classes, '
           f'{task.image_size}px): {args.steps} steps x {args.batch_size} images, '
           f'lr {args.lr}, {args.threads} threads', flush=True)
     stats = train(model, task, args)

@@ -264,8 +264,6 @@ def json_ready(value):
     return value
 
 
-
-
 def generate(task: Task, num: int, seed: Seed,
              dense: bool = False) -> ProceduralBatch:
     """Generate ``num`` images of ``task``, a pure function of the arguments.

@@ -129,8 +129,8 @@ def test_cuda_home_links_the_compiler_and_merges_both_include_trees(tmp_path):
     for name in ('nvcc', 'ptxas', 'fatbinary', 'nvcc.profile', 'crt'):
         link = osp.join(home, 'bin', name)
         assert osp.islink(link) and osp.realpath(link) == osp.join(compiler, 'bin', name)
-    assert osp.realpath(osp.join(home, 'nvvm', 'bin', 'cicc')) == osp.join(compiler, 'nvvm', 'bin',
-                                                                            'cicc')
+    cicc = osp.join(compiler, 'nvvm', 'bin', 'cicc')
+    assert osp.realpath(osp.join(home, 'nvvm', 'bin', 'cicc')) == cicc
     assert sorted(os.listdir(osp.join(home, 'include'))) == [
         'cccl', 'crt', 'cublas_v2.h', 'cuda_runtime.h', 'cusparse.h', 'nvvm.h']
     assert read(osp.join(home, 'include', 'cuda_runtime.h')) == 'include/cuda_runtime.h'

@@ -1,6 +1,5 @@
 """tools/count_params.py and tools/merge_adapter.py on small configs."""
 import os.path as osp
-import subprocess
 import sys
 
 import pytest

@@ -159,8 +159,8 @@ def test_train_py_refuses_auto_scale_lr_without_a_base_batch_size(demo_data, tmp
 
 
 @pytest.mark.parametrize('injection', ['backbone', 'hook'])
-def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(demo_data, tmp_path,
-                                                                   injection):
+def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(
+        demo_data, tmp_path, injection):
     # 'backbone': FLoRAConvNeXtV2 injects when built; 'hook': a plain ConvNeXtV2 and FLoRAHook,
     # which injects before the Pretrained base loads.
     from mmflora.models import ConvNeXtV2
