@@ -142,14 +142,6 @@ def speckle(x, y, prm, rng):
 
 
 # name -> field f(x, y, params, rng) -> (n, H, W) values in [0, 1].
-PATTERNS: Dict[str, Callable] = dict(
-    lines=lines,
-    grid=grid,
-    checker=checker,
-    dots=dots,
-    rings=rings,
-    spokes=spokes,
-    zigzag=zigzag,
-    waves=waves,
-    blobs=blobs,
-    speckle=speckle)
+PATTERNS: Dict[str, Callable] = {
+    f.__name__: f for f in (lines, grid, checker, dots, rings, spokes, zigzag, waves, blobs,
+                            speckle)}

@@ -117,19 +117,9 @@ def lshape(u, v, aspect):
 
 # name -> signed distance field f(u, v, aspect); ``aspect`` (>= 1) is used by
 # the elongated primitives only, drawn per object from ``ASPECTS``.
-PRIMITIVES: Dict[str, Callable] = dict(
-    circle=circle,
-    ellipse=ellipse,
-    square=square,
-    bar=bar,
-    triangle=triangle,
-    hexagon=hexagon,
-    star=star,
-    cross=cross,
-    ring=ring,
-    crescent=crescent,
-    semicircle=semicircle,
-    lshape=lshape)
+PRIMITIVES: Dict[str, Callable] = {
+    f.__name__: f for f in (circle, ellipse, square, bar, triangle, hexagon, star, cross,
+                            ring, crescent, semicircle, lshape)}
 
 
 # Aspect-ratio ranges (long / short side) of the elongated primitives.
