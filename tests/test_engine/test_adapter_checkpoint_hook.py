@@ -3,25 +3,20 @@ import os
 import os.path as osp
 
 import torch
-from mmengine.testing import RunnerTestCase
 from safetensors.torch import load_file
 
 import mmflora.engine  # noqa: F401
 from mmflora.adapters import read_adapter_metadata
 from mmflora.engine import AdapterCheckpointHook
 from mmflora.engine.hooks import adapter_path_for
-from .toys import base_checkpoint, runner_cfg
+from .toys import ToyRunnerTestCase, base_checkpoint, runner_cfg, unwrapped
 
 FLORA = dict(type='FLoRAHook', method='flora', r=2, exclude=['head'], trainable=['head'])
 SNAPSHOT = dict(type='MMFloraSnapshotHook')
 FROZEN = [f'{m}.{k}' for m in ('stem', 'conv_dw', 'fc1', 'fc2') for k in ('weight', 'bias')]
 
 
-def unwrapped(runner):
-    return runner.model.module if hasattr(runner.model, 'module') else runner.model
-
-
-class TestAdapterCheckpointHook(RunnerTestCase):
+class TestAdapterCheckpointHook(ToyRunnerTestCase):
 
     def setUp(self):
         super().setUp()
@@ -29,14 +24,6 @@ class TestAdapterCheckpointHook(RunnerTestCase):
         self.base = base_checkpoint(self.base_path)
         self.pretrained_model = dict(type='MMFloraToyConvNet',
                                      init_cfg=dict(type='Pretrained', checkpoint=self.base_path))
-
-    def path(self, name):
-        return osp.join(self.temp_dir.name, name)
-
-    def run_training(self, hooks, **kwargs):
-        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
-        runner.train()
-        return runner
 
     def test_adapter_file_is_written_beside_each_checkpoint_with_its_tensors(self):
         self.run_training([FLORA, dict(type='AdapterCheckpointHook')], max_iters=4,

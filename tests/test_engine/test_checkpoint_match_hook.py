@@ -1,12 +1,10 @@
 """CheckpointMatchHook: a checkpoint that does not fit the model is refused before it is used."""
-import os.path as osp
 
 import torch
-from mmengine.testing import RunnerTestCase
 
 import mmflora.engine  # noqa: F401
 from ..log_capture import captured_log
-from .toys import runner_cfg
+from .toys import ToyRunnerTestCase, runner_cfg
 
 
 def flora(rank, **kwargs):
@@ -17,18 +15,10 @@ def flora(rank, **kwargs):
 MATCH = dict(type='CheckpointMatchHook')
 
 
-class TestCheckpointMatchHook(RunnerTestCase):
-
-    def path(self, name):
-        return osp.join(self.temp_dir.name, name)
-
-    def train(self, hooks, **kwargs):
-        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
-        runner.train()
-        return runner
+class TestCheckpointMatchHook(ToyRunnerTestCase):
 
     def test_evaluating_under_other_ranks_is_refused_naming_shapes_and_both_settings(self):
-        self.train([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
+        self.run_training([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
         runner = self.build_runner(runner_cfg(self.temp_dir.name, [flora(3), MATCH],
                                               load_from=self.path('iter_2.pth')))
         with self.assertRaises(ValueError) as error:
@@ -41,7 +31,7 @@ class TestCheckpointMatchHook(RunnerTestCase):
         self.assertIn("this config builds: method='flora', r=3", message)
 
     def test_evaluating_a_checkpoint_without_the_adapters_is_refused(self):
-        self.train([MATCH], max_iters=2, checkpoint_interval=2)  # a plain model's checkpoint
+        self.run_training([MATCH], max_iters=2, checkpoint_interval=2)  # a plain model's checkpoint
         runner = self.build_runner(runner_cfg(self.temp_dir.name, [flora(2), MATCH],
                                               load_from=self.path('iter_2.pth')))
         with self.assertRaisesRegex(ValueError, r'are missing from the checkpoint, e\.g\. '
@@ -49,14 +39,15 @@ class TestCheckpointMatchHook(RunnerTestCase):
             runner.test()
 
     def test_resuming_after_changing_the_adapter_is_refused_before_the_optimizer_runs(self):
-        self.train([flora(2), MATCH], max_iters=2, checkpoint_interval=2,
-                   optimizer=dict(type='AdamW', lr=0.01))
+        self.run_training([flora(2), MATCH], max_iters=2, checkpoint_interval=2,
+                          optimizer=dict(type='AdamW', lr=0.01))
         with self.assertRaisesRegex(ValueError, 'cannot resume from it: .* differ in shape'):
-            self.train([flora(3), MATCH], max_iters=4, resume=True,
-                       load_from=self.path('iter_2.pth'), optimizer=dict(type='AdamW', lr=0.01))
+            self.run_training([flora(3), MATCH], max_iters=4, resume=True,
+                              load_from=self.path('iter_2.pth'),
+                              optimizer=dict(type='AdamW', lr=0.01))
 
     def test_fine_tuning_from_a_checkpoint_with_another_head_is_allowed_and_logged(self):
-        self.train([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
+        self.run_training([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
         checkpoint = torch.load(self.path('iter_2.pth'), map_location='cpu', weights_only=False)
         checkpoint['state_dict']['head.weight'] = torch.zeros(7, 8)  # another class count
         checkpoint['state_dict']['head.bias'] = torch.zeros(7)
@@ -68,13 +59,13 @@ class TestCheckpointMatchHook(RunnerTestCase):
         self.assertIn('head.weight (7, 8) in the checkpoint vs (4, 8) in the model', log.text())
 
     def test_fine_tuning_from_a_checkpoint_with_part_of_the_adapters_is_refused(self):
-        self.train([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
+        self.run_training([flora(2), MATCH], max_iters=2, checkpoint_interval=2)
         checkpoint = torch.load(self.path('iter_2.pth'), map_location='cpu', weights_only=False)
         del checkpoint['state_dict']['fc1.core']
         torch.save(checkpoint, self.path('partial.pth'))
         with self.assertRaisesRegex(ValueError, r'cannot start training from it: .*fc1\.core'):
-            self.train([flora(2), MATCH], max_iters=1, load_from=self.path('partial.pth'))
+            self.run_training([flora(2), MATCH], max_iters=1, load_from=self.path('partial.pth'))
 
     def test_flora_hook_registers_the_check_when_the_config_has_none(self):
-        runner = self.train([flora(2)], max_iters=1)
+        runner = self.run_training([flora(2)], max_iters=1)
         self.assertEqual(sum(type(h).__name__ == 'CheckpointMatchHook' for h in runner.hooks), 1)

@@ -12,7 +12,7 @@ from mmflora.adapters import iter_adapter_layers
 from mmflora.engine import DeltaWeightStatsHook
 from mmflora.engine.hooks import amplification_factor, matricise
 from mmflora.engine.hooks.dw_stats_hook import base_weight_for_update
-from .toys import adapter_tensors, runner_cfg
+from .toys import ToyRunnerTestCase, adapter_tensors, runner_cfg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FLORA = dict(type='FLoRAHook', method='flora', r=2, exclude=['head'], trainable=['head'])
@@ -61,12 +61,7 @@ class TestAmplificationFactor(RunnerTestCase):
             DeltaWeightStatsHook(top_k=0)
 
 
-class TestDeltaWeightStatsHook(RunnerTestCase):
-
-    def run_training(self, hooks, **kwargs):
-        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
-        runner.train()
-        return runner
+class TestDeltaWeightStatsHook(ToyRunnerTestCase):
 
     def scalar_records(self):
         (path, ) = glob.glob(osp.join(self.temp_dir.name, '*', 'vis_data', 'scalars.json'))

@@ -8,22 +8,14 @@ from mmengine.testing import RunnerTestCase
 import mmflora.engine  # noqa: F401  (registers the hooks, applies the compat shims)
 from mmflora.adapters import iter_adapter_layers
 from mmflora.engine import FLoRAHook
-from .toys import MMFloraToyConvNet, adapter_tensors, base_checkpoint, runner_cfg
+from .toys import (MMFloraToyConvNet, ToyRunnerTestCase, adapter_tensors, base_checkpoint,
+                   runner_cfg, unwrapped)
 
 FLORA = dict(type='FLoRAHook', method='flora', r=2, exclude=['head'], trainable=['head'])
 SNAPSHOT = dict(type='MMFloraSnapshotHook')
 
 
-def unwrapped(runner):
-    return runner.model.module if hasattr(runner.model, 'module') else runner.model
-
-
-class TestFLoRAHook(RunnerTestCase):
-
-    def run_training(self, hooks, **kwargs):
-        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
-        runner.train()
-        return runner
+class TestFLoRAHook(ToyRunnerTestCase):
 
     def test_optimizer_holds_exactly_the_trainable_parameters(self):
         runner = self.run_training([FLORA, SNAPSHOT], max_iters=2,

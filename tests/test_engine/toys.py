@@ -14,6 +14,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
+from mmengine.testing import RunnerTestCase
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -129,7 +130,7 @@ class MMFloraSnapshotHook(Hook):
         self.start_file = start_file
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model = unwrapped(runner)
         runner.adapters_at_start = {k: v.detach().clone()
                                     for k, v in adapter_state_dict(model).items()}
         runner.optimizer_state_at_start = copy.deepcopy(runner.optim_wrapper.state_dict())
@@ -166,6 +167,25 @@ def runner_cfg(work_dir: str, custom_hooks: List[dict], max_iters: int = 4, batc
     )
     cfg.update(extra)
     return Config(cfg)
+
+
+def unwrapped(runner) -> nn.Module:
+    """The runner's model without its distributed wrapper."""
+    return runner.model.module if hasattr(runner.model, 'module') else runner.model
+
+
+class ToyRunnerTestCase(RunnerTestCase):
+    """A RunnerTestCase that trains ``runner_cfg`` runs in its temporary work dir."""
+
+    def path(self, name: str) -> str:
+        """``name`` in the work dir (checkpoints, adapter files)."""
+        return osp.join(self.temp_dir.name, name)
+
+    def run_training(self, hooks: List[dict], **kwargs):
+        """Build the toy runner with ``hooks`` (and ``runner_cfg``'s ``kwargs``) and train it."""
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, hooks, **kwargs))
+        runner.train()
+        return runner
 
 
 def base_checkpoint(path: str, seed: int = 7) -> Dict[str, torch.Tensor]:
