@@ -31,7 +31,7 @@ from .models import census_text, make_backbone, path_counts
 from .path_choice import FIXED_PATHS, compare
 from .records import case_record, find, ratio
 from .references import randomise_adapters
-from .settings import ADAPT
+from .settings import ADAPT, by_key
 
 FLORA = dict(r_kernel=2, scale=4.0)
 
@@ -107,11 +107,8 @@ METHODS = [
 
 
 def method_by_key(key: str) -> TrainMethod:
-    for method in METHODS:
-        if method.key == key:
-            return method
-    raise ValueError(f'unknown training case {key!r}; choose from '
-                     f'{", ".join(m.key for m in METHODS)}')
+    return by_key(METHODS, key, lambda keys: ValueError(
+        f'unknown training case {key!r}; choose from {", ".join(keys)}'))
 
 
 def adapt(model: nn.Module, spec: TrainMethod) -> nn.Module:

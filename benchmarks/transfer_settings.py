@@ -8,6 +8,8 @@ with the same steps, data order and learning-rate grid for each.
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from .settings import by_key
+
 #: The default pretrained base (written by ``tools/pretrain_backbone.py``).
 DEFAULT_BASE = 'checkpoints/convnextv2_atto_procedural.pth'
 ARCH = 'atto'
@@ -116,19 +118,13 @@ def steps_of(profile: dict, target: TargetTask) -> int:
 
 
 def method_by_key(key: str) -> MethodSpec:
-    for spec in METHODS:
-        if spec.key == key:
-            return spec
-    raise KeyError(f'transfer: method {key!r} is unknown; use one of '
-                   f'{[m.key for m in METHODS]}.')
+    return by_key(METHODS, key, lambda keys: KeyError(
+        f'transfer: method {key!r} is unknown; use one of {keys}.'))
 
 
 def target_by_key(key: str) -> TargetTask:
-    for target in TARGETS:
-        if target.key == key:
-            return target
-    raise KeyError(f'transfer: task {key!r} is unknown; use one of '
-                   f'{[t.key for t in TARGETS]}.')
+    return by_key(TARGETS, key, lambda keys: KeyError(
+        f'transfer: task {key!r} is unknown; use one of {keys}.'))
 
 
 #: Sizes of a full and of a --quick run. ``train`` images per seed are cycled for ``steps``
