@@ -16,7 +16,8 @@ import torch
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import Case, measure_peak, state_tensors, tensor_bytes, time_interleaved
+from .harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
+                      time_interleaved)
 from .models import MatchedRanks, census_text, make_backbone, path_counts
 from .path_choice import backbone_paths
 from .records import case_record
@@ -104,12 +105,8 @@ def train_case(key: str, label: str, model: torch.nn.Module, images: torch.Tenso
         if optimizer is not None:
             optimizer.step()
 
-    def reset():
-        for p in params:
-            p.grad = None
-        x.grad = None
-
-    return Case(key, label, step, reset, note, sum(p.numel() for p in params),
+    return Case(key, label, step, clear_grads(params + [x]), note,
+                sum(p.numel() for p in params),
                 persistent=lambda: tensor_bytes(state_tensors(model, optimizer=optimizer,
                                                               extra=[x])),
                 detail=dict(paths=counts) if counts else {})

@@ -12,7 +12,7 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import Case, time_interleaved
+from .harness import Case, clear_grads, time_interleaved
 from .models import MatchedRanks, make_backbone
 from .references import randomise_adapters
 from .settings import ADAPT, PAPER
@@ -65,13 +65,9 @@ def layer_step_case(method: str, layer: nn.Module, x: torch.Tensor) -> Case:
     def step():
         layer(x).backward(grad_out)
 
-    def reset():
-        for p in params:
-            p.grad = None
-        x.grad = None
     with torch.enable_grad():
         path = layer.choose_path(x)
-    return Case(method, method, step, reset, note=path)
+    return Case(method, method, step, clear_grads(params + [x]), note=path)
 
 
 def run_breakdown(profile: dict, device: torch.device, log, ranks: MatchedRanks) -> dict:

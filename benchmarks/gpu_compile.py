@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .gpu_core import exact_fp32, rel_error
 from .gpu_train import adapt, base_backbone, method_by_key
-from .harness import Case, time_interleaved
+from .harness import Case, clear_grads, time_interleaved
 from .records import ratio
 
 #: The least relative error allowed between compiled and eager (bf16 rounding of a deep net).
@@ -85,10 +85,7 @@ def check_compile(key: str, profile: dict, device: torch.device,
             out.float().square().mean().backward()
             optimizer.step()
 
-        def reset():
-            for p in params:
-                p.grad = None
-        cases.append(Case(case_key, case_key, step, reset))
+        cases.append(Case(case_key, case_key, step, clear_grads(params)))
     time_interleaved(cases, profile['compile_reps'], 1, device)
     records = {c.key: dict(ms=1e3 * c.median, times=c.times) for c in cases}
     return dict(key=key, backend=backend, batch=size['batch'], px=size['px'],

@@ -26,7 +26,8 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters
 
-from .harness import Case, measure_peak, state_tensors, tensor_bytes, time_interleaved
+from .harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
+                      time_interleaved)
 from .models import census_text, make_backbone, path_counts
 from .path_choice import FIXED_PATHS, compare
 from .records import case_record, find, ratio
@@ -155,12 +156,8 @@ def step_case(spec: TrainMethod, model: nn.Module, images: torch.Tensor,
         if optimizer is not None:
             optimizer.step()
 
-    def reset():
-        for p in params:
-            p.grad = None
-        x.grad = None
-
-    return Case(spec.key, spec.label, step, reset, note=census_text(counts),
+    return Case(spec.key, spec.label, step, clear_grads(params + [x]),
+                note=census_text(counts),
                 params=sum(p.numel() for p in params),
                 persistent=lambda: tensor_bytes(state_tensors(model, optimizer=optimizer,
                                                               extra=[x])),

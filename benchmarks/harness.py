@@ -262,6 +262,14 @@ def flush_caches() -> None:
     _flush_buffer[0].add_(1.0)
 
 
+def clear_grads(tensors: Sequence[Tensor]) -> Callable[[], None]:
+    """A case's ``reset``: drops the gradients a step left on ``tensors`` (weights, inputs)."""
+    def reset():
+        for t in tensors:
+            t.grad = None
+    return reset
+
+
 def tensor_bytes(tensors: Iterable[Optional[Tensor]]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (shared storages counted once)."""
     seen, total = set(), 0

@@ -16,7 +16,7 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import Case, measure, state_tensors, tensor_bytes
+from .harness import Case, clear_grads, measure, state_tensors, tensor_bytes
 from .models import explain_path
 from .records import case_record
 from .references import Holder, TwoConvFLoRA, peft_lora, randomise_adapters, refusal
@@ -136,12 +136,8 @@ def layer_cases(spec: LayerSpec, device: torch.device,
             if out.requires_grad:  # not so for the frozen stem: its input is the image
                 out.backward(grad_out)
 
-        def reset(params=params):
-            for p in params:
-                p.grad = None
-            x.grad = None
-
-        cases.append(Case(key, label, step, reset, note, sum(p.numel() for p in params),
+        cases.append(Case(key, label, step, clear_grads(params + [x]), note,
+                          sum(p.numel() for p in params),
                           persistent=lambda model=model, grad_out=grad_out: tensor_bytes(
                               state_tensors(model, extra=[x, grad_out])), detail=detail))
     return cases
