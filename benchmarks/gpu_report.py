@@ -3,7 +3,7 @@ import math
 import os
 import platform
 import subprocess
-from typing import List
+from typing import List, Sequence
 
 import torch
 
@@ -54,6 +54,29 @@ def status_line(name: str, section: dict) -> str:
     return text + (f" — {section['error']}" if section.get('error') else '')
 
 
+def failures_text(check: dict) -> str:
+    return 'FAIL: ' + '; '.join(check['failures'])
+
+
+def verdict(check: dict) -> str:
+    """The verdict column of a measured check: 'pass', or what failed."""
+    return 'pass' if check['passed'] else failures_text(check)
+
+
+def unmeasured_row(check: dict, names: Sequence[str], columns: int) -> str:
+    """The row of a check that failed before it measured anything.
+
+    Args:
+        check (dict): The check's results data.
+        names (Sequence[str]): Its keys that name the row, the first cells.
+        columns (int): Cells of the table's rows; the figures stay blank and the last cell
+            says what failed.
+    """
+    blanks = columns - len(names) - 1
+    return ('| ' + ' | '.join(str(check[name]) for name in names) + ' |' + ' |' * blanks +
+            f' {failures_text(check)} |')
+
+
 def core_lines(core: dict) -> List[str]:
     tol = core['tolerances']
     lines = ['## (a) Adapter core on the device against an fp64 CPU reference', '',
@@ -67,15 +90,13 @@ def core_lines(core: dict) -> List[str]:
              '|---|---|---|---|---:|---:|---:|---:|---:|---|---|']
     for c in core['checks']:
         if 'fp32_out' not in c:
-            lines.append(f"| {c['layer']} | {c['method']} | {c['mode']} | {c['path']} "
-                         f"| | | | | | | FAIL: {'; '.join(c['failures'])} |")
+            lines.append(unmeasured_row(c, ('layer', 'method', 'mode', 'path'), columns=11))
             continue
-        verdict = 'pass' if c['passed'] else 'FAIL: ' + '; '.join(c['failures'])
         lines.append(
             f"| {c['layer']} | {c['method']} | {c['mode']} | {c['path']} | "
             f"{c['fp32_out']:.1e} | {c['fp32_grad']:.1e} | {c['bf16_out']:.1e} | "
             f"{c['bf16_grad']:.1e} | {c['merged_vs_unmerged']:.1e} | "
-            f"{'yes' if c['unmerge_bit_identical'] else 'NO'} | {verdict} |")
+            f"{'yes' if c['unmerge_bit_identical'] else 'NO'} | {verdict(c)} |")
     passed = sum(c['passed'] for c in core['checks'])
     return lines + ['', f"{passed} of {len(core['checks'])} checks passed.", '']
 
@@ -147,17 +168,15 @@ def compile_lines(comp: dict) -> List[str]:
              '|---|---|---|---:|---:|---:|---:|---|---|---:|---|']
     for c in comp['cases']:
         if 'errors' not in c:
-            lines.append(f"| {c['key']} | {c['backend']} | | | | | | | | | "
-                         f"FAIL: {'; '.join(c['failures'])} |")
+            lines.append(unmeasured_row(c, ('key', 'backend'), columns=11))
             continue
         err, tol = c['errors'], c['tolerance']
-        verdict = 'pass' if c['passed'] else 'FAIL: ' + '; '.join(c['failures'])
         lines.append(
             f"| {c['key']} | {c['backend']} | batch {c['batch']} @{c['px']} px | "
             f"{c['compile_seconds']:.0f} s | {c['eager']['ms']:.1f} ms | "
             f"{c['compiled']['ms']:.1f} ms | {fmt(c['compiled_vs_eager'])} | "
             f"{err['out']:.1e} ({tol['out']:.1e}) | {err['grads']:.1e} ({tol['grads']:.1e}) | "
-            f"{c['graph_breaks']} | {verdict} |")
+            f"{c['graph_breaks']} | {verdict(c)} |")
     return lines + ['']
 
 

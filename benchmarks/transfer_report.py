@@ -1,6 +1,6 @@
 """TRANSFER.md from the results data of a transfer run (``benchmarks/transfer.py``)."""
 import datetime
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from . import transfer_results as R
 from .transfer_settings import INIT_ROWS, PAPER_LR, method_by_key
@@ -148,6 +148,29 @@ def cost_table(results: dict) -> List[str]:
     return lines + ['']
 
 
+def lr_cells(method: dict, lrs: List[float], describe: Callable[[dict], str]) -> List[str]:
+    """One method's cells across the lr grid.
+
+    Args:
+        method (dict): The method's summary on one task (``per_lr`` and ``best_lr``).
+        lrs (list[float]): The learning rates of the grid, one cell each.
+        describe (Callable): Turns the figures at one lr into the cell's text.
+
+    Returns:
+        list[str]: ``describe``'s text per lr, in bold at the lr chosen on validation, and
+        ``'-'`` where that lr has no figures.
+    """
+    cells = []
+    for lr in lrs:
+        figures = method['per_lr'].get(R.lr_key(lr))
+        if figures is None:
+            cells.append('-')
+            continue
+        cell = describe(figures)
+        cells.append(f'**{cell}**' if lr == method['best_lr'] else cell)
+    return cells
+
+
 def lr_tables(results: dict) -> List[str]:
     lrs = [float(lr) for lr in results['settings']['profile']['lrs']]
     lines = ['## Every learning rate', '',
@@ -161,14 +184,8 @@ def lr_tables(results: dict) -> List[str]:
         for key in results['settings']['methods']:
             if key not in methods:
                 continue
-            cells = []
-            for lr in lrs:
-                figures = methods[key]['per_lr'].get(R.lr_key(lr))
-                if figures is None:
-                    cells.append('-')
-                    continue
-                cell = f'{fmt_score(figures["test"])} ({figures["val"]["mean"]:.1f})'
-                cells.append(f'**{cell}**' if lr == methods[key]['best_lr'] else cell)
+            cells = lr_cells(methods[key], lrs, lambda figures:
+                             f'{fmt_score(figures["test"])} ({figures["val"]["mean"]:.1f})')
             lines.append(f'| {method_label(results, key)} | ' + ' | '.join(cells) + ' |')
         lines.append('')
     return lines
@@ -189,14 +206,8 @@ def init_table(results: dict) -> List[str]:
         for key in INIT_ROWS:
             if key not in methods:
                 continue
-            cells = []
-            for lr in lrs:
-                figures = methods[key]['per_lr'].get(R.lr_key(lr))
-                if figures is None:
-                    cells.append('-')
-                    continue
-                cell = f'{fmt_score(figures["test"])} [{figures["dw_norm"]["mean"]:.3g}]'
-                cells.append(f'**{cell}**' if lr == methods[key]['best_lr'] else cell)
+            cells = lr_cells(methods[key], lrs, lambda figures:
+                             f'{fmt_score(figures["test"])} [{figures["dw_norm"]["mean"]:.3g}]')
             init = dict(method_by_key(key).options)['init']
             lines.append(f'| {task["key"]} | {init} | ' + ' | '.join(cells) + ' |')
     return lines + ['']
