@@ -4,7 +4,6 @@ mmflora), and its results data says every check passed and every case was measur
 
 No speed is asserted: only that the figures exist, are finite and agree with each other.
 """
-import hashlib
 import json
 import math
 import os.path as osp
@@ -22,18 +21,11 @@ from benchmarks.models import DECIDERS, census_text, make_backbone
 from benchmarks.path_choice import FIXED_PATHS
 from benchmarks.settings import ADAPT
 from mmflora.adapters import inject_adapters, iter_adapter_layers
+from .quick_runs import ROOT, committed, fingerprint
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
 GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
-COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('GPU.md', 'GPU.json')]
-
-
-def fingerprint(path):
-    if not osp.exists(path):
-        return None
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+COMMITTED = committed('GPU.md', 'GPU.json')
 
 
 def run_guarded(*args, timeout=900):

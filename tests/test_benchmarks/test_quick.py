@@ -3,12 +3,9 @@ data (the JSON beside the markdown) holds what the report and the summary say.
 
 No speed is asserted anywhere: on shared CI machines only the harness itself is under test.
 """
-import hashlib
 import json
 import math
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,10 +17,10 @@ from benchmarks.records import find, ratio
 from benchmarks.settings import ADAPT, PAPER, SECTIONS
 from benchmarks.targets import TARGETS
 from mmflora.adapters import inject_adapters, iter_adapter_layers, paths
+from .quick_runs import ROOT, committed, quick_run as run_quick
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'benchmarks', 'bench_adapters.py')
-COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('BENCHMARKS.md', 'BENCHMARKS.json')]
+COMMITTED = committed('BENCHMARKS.md', 'BENCHMARKS.json')
 
 LAYER_KEYS = {'base', 'full', 'flora-auto', 'flora-merged', 'flora-factorised', 'twoconv',
               'lora', 'peft', 'dora'}
@@ -42,23 +39,10 @@ INFERENCE_KEYS = {'base', 'merged-structured', 'unloaded-structured', 'unmerged-
                   'unmerged-dense', 'partial-dense', 'unloaded-dense'}
 
 
-def fingerprint(path):
-    if not osp.exists(path):
-        return None
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench') / 'BENCHMARKS.md'
-    before = [fingerprint(p) for p in COMMITTED]
-    proc = subprocess.run([sys.executable, SCRIPT, '--quick', '--out', str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    after = [fingerprint(p) for p in COMMITTED]
-    data = json.loads(out.with_suffix('.json').read_text())
-    return dict(out=out, data=data, before=before, after=after)
+    return run_quick(SCRIPT, out, COMMITTED, timeout=600)
 
 
 def assert_measured(case):

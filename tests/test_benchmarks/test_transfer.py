@@ -3,11 +3,7 @@ end to end, and its results data holds what the table needs (parameters, matched
 ||dW||, the lr chosen on validation). No score or speed is asserted: the quick run is too
 short to learn anything, and only the machinery is under test.
 """
-import hashlib
-import json
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,31 +12,19 @@ from benchmarks import transfer_results as R
 from benchmarks import transfer_settings as S
 from benchmarks.transfer_cli import parse_list
 from benchmarks.transfer_train import batch_order
+from .quick_runs import ROOT, committed, quick_run as run_quick
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'benchmarks', 'transfer.py')
-COMMITTED = [osp.join(ROOT, 'benchmarks', name) for name in ('TRANSFER.md', 'TRANSFER.json')]
+COMMITTED = committed('TRANSFER.md', 'TRANSFER.json')
 #: FLoRA's count moves in steps of about 10 % of the low budget per rank on atto, so the
 #: closest rank lands within half a step of LoRA's count.
 BUDGET_TOLERANCE = 0.06
 
 
-def fingerprint(path):
-    if not osp.exists(path):
-        return None
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('transfer') / 'TRANSFER.md'
-    before = [fingerprint(p) for p in COMMITTED]
-    proc = subprocess.run([sys.executable, SCRIPT, '--quick', '--out', str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(out.with_suffix('.json').read_text())
-    return dict(out=out, data=data, before=before, after=[fingerprint(p) for p in COMMITTED])
+    return run_quick(SCRIPT, out, COMMITTED, timeout=900)
 
 
 def runs_by_method(data):
