@@ -57,12 +57,12 @@ train_dataloader = dict(
         ann_file='train/annfiles/',
         data_prefix=dict(img_path='train/images/'),
         pipeline=train_pipeline))
+# The validation set: the training set's settings with its own files and pipeline.
 val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
+        train_dataloader['dataset'],
         ann_file='val/annfiles/',
         data_prefix=dict(img_path='val/images/'),
         pipeline=val_pipeline))
