@@ -1,23 +1,13 @@
 # Oriented R-CNN (le90 angles) + FPN on a ConvNeXt-V2-L backbone that carries adapters.
 # MMRotate builds it from MMDetection's two-stage detector with rotated heads and coders.
+_base_ = ['./convnextv2_l_flora.py']  # the backbone and its input statistics
 angle_version = 'le90'
 model = dict(
     type='mmdet.FasterRCNN',
     data_preprocessor=dict(
         type='mmdet.DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
         pad_size_divisor=32,
         boxtype2tensor=False),
-    backbone=dict(
-        type='FLoRAConvNeXtV2',
-        arch='large',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0,
-        # Official ConvNeXt-V2-L (ImageNet-22k fine-tuned, EMA) weights, downloaded by the
-        # user (see README); tests and the demo set init_cfg=None.
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnextv2_large_22k_224_ema.pt')),
     neck=dict(
         type='mmdet.FPN', in_channels=[192, 384, 768, 1536], out_channels=256, num_outs=5),
     rpn_head=dict(

@@ -1,22 +1,12 @@
 # UperNet with an auxiliary FCN head on a ConvNeXt-V2-L backbone that carries adapters.
+_base_ = ['./convnextv2_l_flora.py']  # the backbone and its input statistics
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=dict(
         type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
         pad_val=0,
         seg_pad_val=255),
-    backbone=dict(
-        type='FLoRAConvNeXtV2',
-        arch='large',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0,
-        # Official ConvNeXt-V2-L (ImageNet-22k fine-tuned, EMA) weights, downloaded by the
-        # user (see README); tests and the demo set init_cfg=None.
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnextv2_large_22k_224_ema.pt')),
     decode_head=dict(
         type='UPerHead',
         in_channels=[192, 384, 768, 1536],
