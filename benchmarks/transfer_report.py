@@ -240,10 +240,19 @@ def findings(results: dict) -> List[str]:
              for t in tasks for c in [by_pair.get((t['key'], 'bitfit', 'frozen'))] if c]
     if parts:
         sentences.append('BitFit is ' + '; '.join(parts) + '.')
+    main_methods = [m for m in results['settings']['methods'] if method_by_key(m).table == 'main']
+    lrs = results['settings']['profile']['lrs']
+    edges = R.grid_edge_choices(summary, lrs, main_methods)
+    chosen = sum(1 for t in tasks for m in main_methods if m in summary.get(t['key'], {}))
+    for side, lr in (('largest', max(lrs)), ('smallest', min(lrs))):
+        if edges[side]:
+            sentences.append(
+                f'The chosen lr is the grid\'s {side} ({lr:g}) for {len(edges[side])} of the '
+                f'{chosen} method and task pairs: those might do better beyond it, where '
+                'nothing was tried, so the comparison holds for this grid only.')
     for task in tasks:
         methods = summary.get(task['key'], {})
-        order = R.ranking(methods, [m for m in results['settings']['methods']
-                                    if method_by_key(m).table == 'main'])
+        order = R.ranking(methods, main_methods)
         if order:
             sentences.append(f'Best on {task["key"]}: {method_label(results, order[0])}.')
     return ['## What the table shows', '',

@@ -7,7 +7,7 @@ reported beside it is the mean *test* score at that lr.
 """
 import math
 import statistics
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 #: How many standard errors a difference must exceed to count as a win or a loss.
 DECISIVE_SE = 2.0
@@ -46,6 +46,31 @@ def summarise_lr(records: List[dict]) -> dict:
 def best_lr(per_lr: Dict[float, dict]) -> float:
     """The lr with the highest mean validation score (the lower one on a tie)."""
     return max(sorted(per_lr), key=lambda lr: (per_lr[lr]['val']['mean'], -lr))
+
+
+def grid_edge_choices(summary: Dict[str, Dict[str, dict]], lrs: Sequence[float],
+                      methods: Sequence[str]) -> Dict[str, List[Tuple[str, str]]]:
+    """The (task, method) pairs whose chosen lr is the grid's largest or smallest.
+
+    A best lr at an edge of the grid says the method might do better beyond it, where
+    nothing was tried: the comparison holds for this grid only.
+
+    Returns:
+        dict: ``{'largest': [(task, method), ...], 'smallest': [...]}``.
+    """
+    edges: Dict[str, List[Tuple[str, str]]] = dict(largest=[], smallest=[])
+    if len(lrs) < 2:
+        return edges
+    for task, per_method in summary.items():
+        for method in methods:
+            if method not in per_method:
+                continue
+            chosen = per_method[method]['best_lr']
+            if chosen == max(lrs):
+                edges['largest'].append((task, method))
+            elif chosen == min(lrs):
+                edges['smallest'].append((task, method))
+    return edges
 
 
 def summarise(runs: Iterable[dict]) -> Dict[str, Dict[str, dict]]:

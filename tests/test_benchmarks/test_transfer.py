@@ -140,3 +140,17 @@ def test_every_method_of_a_seed_gets_the_same_batches_and_seeds_differ():
 def test_unknown_task_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match='near-cls'):
         parse_list('near-cls,coco', str, [t.key for t in S.TARGETS], '--tasks')
+
+
+def test_best_learning_rates_at_the_grid_edges_are_named():
+    def chosen(lr):
+        return dict(best_lr=lr)
+
+    summary = {'near-cls': dict(lora=chosen(3e-3), flora=chosen(1e-3), full=chosen(1e-4)),
+               'far-cls': dict(lora=chosen(3e-3))}
+    edges = R.grid_edge_choices(summary, (1e-4, 1e-3, 3e-3), ['lora', 'flora', 'full'])
+    assert sorted(edges['largest']) == [('far-cls', 'lora'), ('near-cls', 'lora')]
+    assert edges['smallest'] == [('near-cls', 'full')]
+    # one lr has no edge to speak of
+    assert R.grid_edge_choices(summary, (3e-3, ), ['lora']) == dict(largest=[], smallest=[])
+
