@@ -153,4 +153,3 @@ def test_best_learning_rates_at_the_grid_edges_are_named():
     assert edges['smallest'] == [('near-cls', 'full')]
     # one lr has no edge to speak of
     assert R.grid_edge_choices(summary, (3e-3, ), ['lora']) == dict(largest=[], smallest=[])
-
