@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import os.path as osp
+import subprocess
 import sys
 import time
 from typing import Dict, Optional
@@ -69,8 +70,10 @@ def ensure_base(path: Optional[str]) -> str:
         return DEFAULT_BASE
     print(f'[demo] pretraining the base once: {DEFAULT_BASE} (about 10 min on 2 cores; reused '
           f'by later runs)', flush=True)
-    import pretrain_backbone
-    pretrain_backbone.main(['--out', DEFAULT_BASE])
+    # In a process of its own: pretraining turns on deterministic algorithms for the whole
+    # process, and the demo's trainings ran about a third slower after it in the same one.
+    command = [sys.executable, osp.join(TOOLS, 'pretrain_backbone.py'), '--out', DEFAULT_BASE]
+    subprocess.run(command, check=True)
     return DEFAULT_BASE
 
 

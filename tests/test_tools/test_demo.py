@@ -23,6 +23,20 @@ def test_an_explicit_base_must_exist(tmp_path):
         demo.ensure_base(str(tmp_path / 'missing.pth'))
 
 
+def test_a_missing_base_is_pretrained_in_a_process_of_its_own(tmp_path, monkeypatch):
+    # pretraining switches on deterministic algorithms process-wide: the demo's own trainings
+    # must not inherit that
+    commands = []
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    monkeypatch.setattr(demo.subprocess, 'run',
+                        lambda command, **kwargs: commands.append((command, kwargs)))
+    assert demo.ensure_base(None) == demo.DEFAULT_BASE
+    (command, kwargs), = commands
+    assert command[0] == sys.executable and command[1].endswith('pretrain_backbone.py')
+    assert command[2:] == ['--out', demo.DEFAULT_BASE]
+    assert kwargs == dict(check=True)  # in this directory, like the path it checks
+
+
 def test_a_torn_base_is_detected_by_its_sidecar(tmp_path):
     path = tmp_path / 'base.pth'
     path.write_bytes(b'weights')
