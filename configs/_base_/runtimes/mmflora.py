@@ -1,4 +1,6 @@
-# What every mmflora runtime shares: mmflora's modules and hooks.
+# What every mmflora runtime shares: mmflora's modules and hooks, mmengine's basic hooks, the
+# distributed environment and logging. The toolkit runtimes add their scope, logger,
+# checkpoint and visualization settings.
 # Registers mmflora's backbones (ConvNeXtV2, FLoRAConvNeXtV2) and hooks.
 custom_imports = dict(imports=['mmflora.models', 'mmflora.engine'], allow_failed_imports=False)
 
@@ -16,3 +18,15 @@ custom_hooks = [
     dict(type='AdapterCheckpointHook'),
     dict(type='DeltaWeightStatsHook', interval=500),
 ]
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+env_cfg = dict(
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # tools/train.py switches to gloo when CUDA is absent.
+    dist_cfg=dict(backend='nccl'))
+log_level = 'INFO'
+load_from = None
+resume = False
