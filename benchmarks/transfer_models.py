@@ -22,10 +22,11 @@ from torch import Tensor, nn
 
 from mmflora.adapters import InjectionReport, inject_adapters, solve_rank
 from mmflora.adapters import planned_adapter_params
+from mmflora.datasets import INPUT_MEAN, INPUT_STD, normalise
 from mmflora.models import ConvNeXtV2
 from mmflora.models.flora_convnextv2 import FLoRAConvNeXtV2
 
-from .transfer_settings import ARCH, BUDGETS, MEAN, STD, LORA, FLORA
+from .transfer_settings import ARCH, BUDGETS, LORA, FLORA
 
 
 def quiet_openmmlab() -> None:
@@ -71,13 +72,6 @@ def adapt(backbone: nn.Module, options: dict) -> InjectionReport:
     return inject_adapters(backbone, config)
 
 
-def normalise(images: Tensor) -> Tensor:
-    """uint8 RGB (N, 3, H, W) -> float input with the pretraining's statistics."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images.float() - mean) / std
-
-
 class Classifier(nn.Module):
     """Pretrained trunk (last stage and its output norm), average pooling, a linear layer.
 
@@ -118,7 +112,8 @@ def upernet_config(base: str, num_classes: int, image_size: int, head_channels: 
     norm_cfg = dict(type='BN', requires_grad=True)
     return dict(
         type='EncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=list(MEAN), std=list(STD),
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=list(INPUT_MEAN),
+                               std=list(INPUT_STD),
                                bgr_to_rgb=False, pad_val=0, seg_pad_val=255,
                                size=(image_size, image_size)),
         backbone=dict(type='ConvNeXtV2', arch=ARCH, out_indices=(0, 1, 2, 3),

@@ -14,10 +14,6 @@ from .settings import by_key
 DEFAULT_BASE = 'checkpoints/convnextv2_atto_procedural.pth'
 ARCH = 'atto'
 
-#: Input statistics (RGB, 0-255) of the pretraining and of the configs' data preprocessors.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
-
 #: AdamW's weight decay on every trainable tensor, as the paper's schedules set it.
 WEIGHT_DECAY = 0.05
 

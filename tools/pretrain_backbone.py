@@ -58,13 +58,10 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from timm.models.convnext import ConvNeXt  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from torch import nn  # noqa: E402
 
+from mmflora.datasets import INPUT_MEAN, INPUT_STD, normalise  # noqa: E402
 from mmflora.datasets import generate, get_task, task_to_dict  # noqa: E402
-
-# The configs' data_preprocessor statistics (RGB, 0-255).
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 
 # Seed streams: training batch k is generate(..., (seed, TRAIN_STREAM, k)),
 # held-out chunk j is generate(..., (eval_seed, HELD_OUT_STREAM, j)).
@@ -135,13 +132,6 @@ def build_classifier(arch: str, num_classes: int) -> nn.Module:
         use_grn=True,
         ls_init_value=None,
         conv_mlp=False)
-
-
-def normalise(images: Tensor) -> Tensor:
-    """uint8 RGB (N, 3, H, W) -> float input with the configs' statistics."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images.float() - mean) / std
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
@@ -310,7 +300,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         schedule=dict(optimizer='AdamW', warmup_steps=args.warmup_steps,
                       decay='cosine', weight_decay=args.weight_decay,
                       label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
-                      input_mean=list(MEAN), input_std=list(STD)),
+                      input_mean=list(INPUT_MEAN), input_std=list(INPUT_STD)),
         seed=args.seed,
         threads=args.threads,
         held_out=held_out,
