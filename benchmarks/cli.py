@@ -20,6 +20,7 @@ from .breakdown import run_breakdown
 from .harness import keep_freed_memory
 from .inference import run_inference
 from .layers import run_layers
+from .machine import cpu_name, package_versions
 from .models import match_ranks
 from .path_choice import run_path_choice
 from .report import render
@@ -57,22 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def environment() -> dict:
     """The machine and the versions the figures were measured with."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {'python': platform.python_version(), 'torch': torch.__version__}
-    for package in ('timm', 'peft', 'safetensors', 'mmflora'):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            versions[package] = 'not installed'
-    env = dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
+    versions = {'python': platform.python_version(), 'torch': torch.__version__,
+                **package_versions(('timm', 'peft', 'safetensors', 'mmflora'))}
+    env = dict(cpu=cpu_name(), cores=os.cpu_count(), threads=torch.get_num_threads(),
                versions=versions, platform=platform.platform())
     if torch.cuda.is_available():
         env['gpu'] = torch.cuda.get_device_name()

@@ -7,6 +7,7 @@ from typing import List, Sequence
 
 import torch
 
+from .machine import package_versions
 from .settings import MiB
 
 
@@ -26,12 +27,7 @@ def environment(device: torch.device) -> dict:
     versions = {'python': platform.python_version(), 'torch': torch.__version__,
                 'cuda (torch build)': torch.version.cuda or 'none',
                 'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-                else 'none'}
-    for package in ('timm', 'peft', 'safetensors', 'mmflora'):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            versions[package] = 'not installed'
+                else 'none', **package_versions(('timm', 'peft', 'safetensors', 'mmflora'))}
     env = dict(device=device.type, versions=versions, platform=platform.platform(),
                cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                tf32=dict(matmul=torch.backends.cuda.matmul.allow_tf32,

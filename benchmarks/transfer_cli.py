@@ -22,6 +22,7 @@ from typing import List, Optional
 
 from . import transfer_results as R
 from . import transfer_settings as S
+from .machine import cpu_name, package_versions
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -124,20 +125,9 @@ def ensure_base(path: str, extra: List[str], log) -> dict:
 
 def environment(threads: int) -> dict:
     """The machine and the versions the figures were measured with."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    versions = {'python': platform.python_version()}
-    for package in ('torch', 'timm', 'mmseg', 'mmengine', 'mmcv', 'numpy', 'mmflora'):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            versions[package] = 'not installed'
-    return dict(cpu=cpu, cores=os.cpu_count(), threads=threads, versions=versions,
+    versions = {'python': platform.python_version(), **package_versions(
+        ('torch', 'timm', 'mmseg', 'mmengine', 'mmcv', 'numpy', 'mmflora'))}
+    return dict(cpu=cpu_name(), cores=os.cpu_count(), threads=threads, versions=versions,
                 platform=platform.platform(), load_start=round(os.getloadavg()[0], 1))
 
 
