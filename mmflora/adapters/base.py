@@ -131,6 +131,12 @@ class AdapterLayer(Adopted, BaseLayerOps):
 
     # ------------------------------------------------------------------ geometry
     @property
+    def kind(self) -> str:
+        """The torch layer type this adapter runs as ('Linear', 'Conv2d', ...), or what an
+        attention's projection is ('MultiheadAttention.in_proj'), for counts by kind."""
+        return self.__dict__.get('_kind') or self.base_class.__name__
+
+    @property
     def supports_factorised(self) -> bool:
         return not self.is_conv or self.n_groups == 1 or self.dense
 
@@ -306,7 +312,8 @@ class AdapterLayer(Adopted, BaseLayerOps):
         return self._merged_backup is not None
 
     def compute_merged_weight(self, convert_dense: bool = False) -> Tensor:
-        """The weight a merge would write, computed in fp32 for half bases, checked finite.
+        """The weight a merge would write, checked finite: computed in fp32 for half bases
+        (and fp32 ones), in fp64 for fp64 bases.
 
         Args:
             convert_dense (bool): Allow a dense-mode update on a grouped conv to be merged by
@@ -321,13 +328,14 @@ class AdapterLayer(Adopted, BaseLayerOps):
                 f'into the grouped weight {tuple(self.weight.shape)} (groups={self.n_groups}). '
                 f'Pass convert_dense=True to turn this layer into a dense conv, or inject with '
                 f'mode="structured"')
+        accumulate = adapter_dtype(self.weight.dtype)
         with torch.no_grad():
-            delta = self.delta_weight().float()
+            delta = self.delta_weight().to(accumulate)
             if not torch.isfinite(delta).all():
                 raise ValueError(f'{self.name}: the adapter update contains NaN or Inf; nothing '
                                  f'was merged. Check the adapter tensors (learning rate?)')
             base = self._expand_to_dense(self.weight) if self.dense else self.weight
-            return (base.float() + delta).to(self.weight.dtype)
+            return (base.to(accumulate) + delta).to(self.weight.dtype)
 
     def merge(self, convert_dense: bool = False, new_weight: Optional[Tensor] = None) -> None:
         """Fold s*dW into ``weight``; keeps a bit-exact copy of W0 for ``unmerge``."""
