@@ -198,15 +198,25 @@ class ToyStem(torch.nn.Conv2d):
     """A Conv2d subclass (keeps nn.Conv2d's forward), to be named as a target class."""
 
 
+class PaddedStem(torch.nn.Conv2d):
+    """A Conv2d with its own forward (it pads first): no adapter can carry it."""
+
+    def forward(self, x):
+        return super().forward(torch.nn.functional.pad(x, (0, 0, 0, 0)))
+
+
+STEMS = {'ToyStem': ToyStem, 'PaddedStem': PaddedStem}
+
+
 @MODELS.register_module(force=True)
 class MMFloraToyStemNet(MMFloraToyConvNet):
-    """The toy model whose stem is a ToyStem."""
+    """The toy model whose stem is a Conv2d subclass (``stem``: a name in ``STEMS``)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, stem: str = 'ToyStem', **kwargs):
         super().__init__(**kwargs)
-        stem = ToyStem(3, 8, 4, stride=4)
-        stem.load_state_dict(self.stem.state_dict())
-        self.stem = stem
+        module = STEMS[stem](3, 8, 4, stride=4)
+        module.load_state_dict(self.stem.state_dict())
+        self.stem = module
 
 
 class TestClassTargets(RunnerTestCase):
@@ -221,23 +231,7 @@ class TestClassTargets(RunnerTestCase):
         runner.train()
         self.assertEqual([name for name, _ in iter_adapter_layers(unwrapped(runner))], ['stem'])
 
-
-class PaddedStem(torch.nn.Conv2d):
-    """A Conv2d with its own forward (it pads first): no adapter can carry it."""
-
-    def forward(self, x):
-        return super().forward(torch.nn.functional.pad(x, (0, 0, 0, 0)))
-
-
-@MODELS.register_module(force=True)
-class MMFloraToyPaddedStemNet(MMFloraToyConvNet):
-    """The toy model whose stem has its own forward."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        stem = PaddedStem(3, 8, 4, stride=4)
-        stem.load_state_dict(self.stem.state_dict())
-        self.stem = stem
+PADDED_STEM_NET = dict(type='MMFloraToyStemNet', stem='PaddedStem')
 
 
 class TestSkippedModules(ToyRunnerTestCase):
@@ -245,7 +239,7 @@ class TestSkippedModules(ToyRunnerTestCase):
     def test_the_hook_logs_modules_it_could_not_adapt_through_mmengine(self):
         from tests.log_capture import captured_log
         runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA], max_iters=1,
-                                              model=dict(type='MMFloraToyPaddedStemNet')))
+                                              model=PADDED_STEM_NET))
         with captured_log() as log:
             runner.train()
         warning = log.text(logging.WARNING)
@@ -256,7 +250,7 @@ class TestSkippedModules(ToyRunnerTestCase):
     def test_strict_targets_stops_the_run_before_training(self):
         runner = self.build_runner(runner_cfg(
             self.temp_dir.name, [dict(FLORA, strict_targets=True)], max_iters=1,
-            model=dict(type='MMFloraToyPaddedStemNet')))
+            model=PADDED_STEM_NET))
         with self.assertRaisesRegex(ValueError, "strict_targets=True: .*'stem'"):
             runner.train()
         self.assertFalse(any(True for _ in iter_adapter_layers(unwrapped(runner))))
