@@ -28,7 +28,8 @@ linear layers" puts one update on the stacked weight there, and HF PEFT's LoRA f
 between mmseg's MHA-based ViT and a fused-qkv ViT of the same width: at rank r, LoRA costs
 r(3E + E) = 4rE on the stacked weight, three separate updates 3r(E + E) = 6rE. By that count,
 LoRA r = 16 on every linear layer of InternViT-6B (48 blocks, width 3200, MLP 12800) is 0.67%
-of its 5.9B parameters with one q, k, v update, 0.75% with three: Table 2 reports 0.66%.
+of its 5.9B parameters with one q, k, v update and 0.75% with three; Table 2's larger budget
+is 0.66%.
 ``mha_qkv='separate'`` gives the layout of models with separate q, k and v Linear layers (HF
 transformers' ViT).
 """
