@@ -14,14 +14,14 @@ from .base import AdapterLayer
 from .bitfit import bias_parameters
 from .config import AdapterConfig
 from .methods import is_layer_method
-from .report import InjectedLayer, InjectionReport, SkippedModule, size_warnings, skipped_warning
+from .report import InjectedLayer, InjectionReport, size_warnings, skipped_warning
 from .selection import Unit, _check_all_used, select
 
 #: The OpenMMLab glue forwards this logger to mmengine's (mmflora.apis.route_mmflora_logs).
 logger = logging.getLogger('mmflora.adapters')
 
-__all__ = ['InjectedLayer', 'InjectionReport', 'SkippedModule', 'inject', 'inject_adapters',
-           'iter_adapter_layers', 'trainable_matches']
+__all__ = ['InjectedLayer', 'InjectionReport', 'inject', 'inject_adapters', 'iter_adapter_layers',
+           'set_submodule', 'trainable_matches']
 
 
 def iter_adapter_layers(model: nn.Module) -> Iterator[Tuple[str, AdapterLayer]]:

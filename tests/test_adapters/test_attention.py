@@ -206,6 +206,7 @@ def test_targeting_the_output_projection_alone_adapts_it_through_its_attention()
     (['MultiheadAttention'], ['attn.in_proj', 'attn.out_proj']),
     ([r'attn$'], ['attn.in_proj', 'attn.out_proj']),
     (['in_proj'], ['attn.in_proj']),
+    ([nn.modules.linear.NonDynamicallyQuantizableLinear], ['attn.out_proj']),
     (None, ['attn.in_proj', 'attn.out_proj', 'fc']),
 ])
 def test_linear_and_attention_targets_select_the_projections(targets, expected):
