@@ -50,23 +50,24 @@ def test_the_flora_config_follows_mmseg_vit_b16_upernet_160k():
     assert cfg.paper_budget == dict(table='Table 2', percent=0.32)
 
 
-def test_the_r32_config_changes_only_the_rank_and_the_paper_budget():
-    r16 = Config.fromfile(str(TABLE2_CONFIG)).to_dict()
-    r32 = Config.fromfile(str(TABLE2_CONFIG.with_name('upernet_vit-b16_ade20k_r32.py')))
-    assert flora_hook(r32)['r'] == 32 and r32.paper_budget['percent'] == 0.66
-    r16['custom_hooks'][0]['r'] = 32
-    r16['paper_budget']['percent'] = 0.66
-    assert r32.to_dict() == r16
+def test_the_other_flora_configs_change_only_the_rank_and_the_paper_budget():
+    for rank, percent in ((32, 0.66), (2, 0.32), (4, 0.66)):
+        other = Config.fromfile(str(TABLE2_CONFIG.with_name(f'upernet_vit-b16_ade20k_r{rank}.py')))
+        assert flora_hook(other)['r'] == rank and other.paper_budget['percent'] == percent
+        expected = Config.fromfile(str(TABLE2_CONFIG)).to_dict()
+        expected['custom_hooks'][0]['r'] = rank
+        expected['paper_budget']['percent'] = percent
+        assert other.to_dict() == expected
 
 
 @pytest.mark.parametrize('name,hook,percent', [
     ('frozen', dict(method='none'), None),
     ('full', dict(method='full'), None),
     ('bitfit', dict(method='bitfit', targets=[r'^backbone\.']), 0.15),
-    ('lora_032pct', dict(method='lora', r=2, targets=['Linear'], strict_targets=True), 0.32),
-    ('lora_066pct', dict(method='lora', r=4, targets=['Linear'], strict_targets=True), 0.66),
-    ('dora_032pct', dict(method='dora', r=1, targets=['Linear'], strict_targets=True), 0.32),
-    ('dora_066pct', dict(method='dora', r=3, targets=['Linear'], strict_targets=True), 0.66),
+    ('lora_r2', dict(method='lora', r=2, targets=['Linear'], strict_targets=True), 0.32),
+    ('lora_r4', dict(method='lora', r=4, targets=['Linear'], strict_targets=True), 0.66),
+    ('dora_r1', dict(method='dora', r=1, targets=['Linear'], strict_targets=True), 0.32),
+    ('dora_r3', dict(method='dora', r=3, targets=['Linear'], strict_targets=True), 0.66),
 ])
 def test_baselines_replace_only_the_flora_hook(name, hook, percent):
     paper = Config.fromfile(str(TABLE2_CONFIG)).to_dict()
@@ -96,10 +97,14 @@ def vit_b16():
         return MODELS.build(cfg.model.backbone)
 
 
-@pytest.mark.parametrize('name', ['lora_032pct', 'lora_066pct', 'dora_032pct', 'dora_066pct'])
-def test_baseline_ranks_are_the_ones_solve_rank_finds_for_table2_budgets(vit_b16, name):
+@pytest.mark.parametrize('path', [
+    BASELINES / f'{name}_upernet_vit-b16_ade20k.py'
+    for name in ('lora_r2', 'lora_r4', 'dora_r1', 'dora_r3')
+] + [TABLE2_CONFIG.with_name(f'upernet_vit-b16_ade20k_r{rank}.py') for rank in (2, 4)],
+                         ids=lambda p: p.stem)
+def test_budget_matched_ranks_are_the_ones_solve_rank_finds_for_table2_budgets(vit_b16, path):
     assert sum(p.numel() for p in vit_b16.parameters()) == VIT_B16_PARAMS
-    cfg = Config.fromfile(str(BASELINES / f'{name}_upernet_vit-b16_ade20k.py'))
+    cfg = Config.fromfile(str(path))
     hook = flora_hook(cfg)
     budget = round(cfg.paper_budget['percent'] / 100 * VIT_B16_PARAMS)
     rank, _ = solve_rank(vit_b16, hook['method'], budget, targets=['Linear'])
@@ -133,14 +138,14 @@ def test_table2_config_builds_and_its_hook_adapts_every_linear_layer_of_the_back
 
 def test_count_params_prints_each_budget_beside_table2(capsys):
     import count_params
-    paths = [TABLE2_CONFIG, BASELINES / 'lora_032pct_upernet_vit-b16_ade20k.py',
+    paths = [TABLE2_CONFIG, BASELINES / 'lora_r2_upernet_vit-b16_ade20k.py',
              BASELINES / 'bitfit_upernet_vit-b16_ade20k.py']
     count_params.main([str(p) for p in paths])
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
             if line.endswith('%') and 'vit-b16' in line}
     flora = rows['upernet_vit-b16_ade20k.py'].split()
     assert flora[1:4] == ['flora', '2.37', '2.74%'] and flora[-2:] == ['2:', '0.32%']
-    lora = rows['lora_032pct_upernet_vit-b16_ade20k.py'].split()
+    lora = rows['lora_r2_upernet_vit-b16_ade20k.py'].split()
     assert lora[1:4] == ['lora', '0.29', '0.34%'] and lora[-1] == '0.32%'
     bitfit = rows['bitfit_upernet_vit-b16_ade20k.py'].split()
     assert bitfit[1:4] == ['bitfit', '0.10', '0.12%'] and bitfit[-1] == '0.15%'
