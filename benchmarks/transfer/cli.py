@@ -217,8 +217,13 @@ def measure(args, profile, log, started) -> dict:
         reused = read_progress(progress, identity) if args.resume else []
         if not args.resume and osp.exists(progress):
             os.remove(progress)
-        chains = [Chain(task, method, profile) for task in tasks for method in methods]
-        by_pair = {(c.task, c.method): c for c in chains}
+        by_pair = {}
+        for task in sorted(tasks, key=lambda t: S.target_by_key(t).warm_start is not None):
+            parent = S.target_by_key(task).warm_start if profile['warm_starts'] else None
+            for method in methods:
+                by_pair[(task, method)] = Chain(task, method, profile,
+                                                parent=by_pair.get((parent, method)))
+        chains = [by_pair[(task, method)] for task in tasks for method in methods]
         for record in reused:
             if (record['task'], record['method']) in by_pair:
                 by_pair[(record['task'], record['method'])].add(record)
@@ -239,7 +244,7 @@ def measure(args, profile, log, started) -> dict:
             with open(progress, 'a') as f:
                 f.write(json.dumps(record) + '\n')
             if not args.quick:
-                adaptive = any(c.search_state()[0] for c in chains)
+                adaptive = any(c.searching() for c in chains)
                 log(run_line(record, len(runs), eta_s, adaptive))
 
         run_chains(chains, make_job, profile['workers'], args.threads, done, run=train_run,
@@ -261,6 +266,7 @@ def measure(args, profile, log, started) -> dict:
             f' {a}' for a in (sys.argv[1:] if args.argv is None else args.argv)),
         started=started, environment=env, base=base, budgets=ranks, trunk_params=trunk,
         settings=dict(profile=profile, tasks=tasks, methods=methods, threads=args.threads,
+                      warm_starts={c.task: c.parent.task for c in chains if c.parent},
                       targets=[dataclasses.asdict(t) for t in S.TARGETS],
                       method_specs={m.key: dict(dataclasses.asdict(m), knob=m.knob)
                                     for m in S.METHODS},

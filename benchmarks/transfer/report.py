@@ -71,8 +71,9 @@ def header(results: dict) -> List[str]:
         f'* Base: `{base["path"]}`, sha256 `{base["sha256"]}`; pretrained on the procedural '
         f'`{base.get("task", "?")}` task for {base.get("steps", "?")} steps, held-out accuracy '
         + (f'{accuracy:.3f}' if accuracy is not None else 'not recorded') + '.',
-        f'* Training: {profile["steps"]} steps on the classification tasks, '
-        f'{profile["dense_steps"]} on the segmentation tasks, batch {profile["batch"]}, '
+        f'* Training: {profile["steps"]} steps of batch {profile["batch"]} on the '
+        f'classification tasks, {profile["dense_steps"]} of batch {profile["dense_batch"]} on '
+        'the segmentation tasks (their heads start from scratch and need more updates), '
         f'{100 * profile["warmup"]:.0f}% linear warm-up then cosine to 0, AdamW, weight decay '
         f'0.05 on every trainable tensor, one lr for every trainable tensor (heads included); '
         f'{profile["image_size"]} px images; per seed {profile["train"]} training images, '
@@ -96,7 +97,8 @@ def header(results: dict) -> List[str]:
         f'{profile["search_seed"]} and the validation split, over a crossed grid: learning '
         'rates in half-decade steps (1e-4, 3e-4, 1e-3, 3e-3, ...) and, for FLoRA\'s s '
         '(default 4) and LoRA\'s and DoRA\'s alpha (default r), factors of 4 around the '
-        f'default. It starts at lr {start} at the default scale; it then takes the best point '
+        f'default. It starts at lr {start} at the default scale'
+        + warm_text(settings.get('warm_starts', {})) + '; it then takes the best point '
         'tried so far and tries its untried lr neighbours, and, once both lr neighbours are '
         'tried, its untried scale neighbours; whenever the best point moves, its own '
         'neighbours follow. It stops when the best point has a tried, no better neighbour on '
@@ -113,6 +115,15 @@ def header(results: dict) -> List[str]:
         'starts when its last round has finished.',
         '',
     ]
+
+
+def warm_text(warm_starts: Dict[str, str]) -> str:
+    """How the warm-started searches start, in words ('' when none is)."""
+    if not warm_starts:
+        return ''
+    pairs = ', '.join(f'{task} from {parent}' for task, parent in warm_starts.items())
+    return (' (warm-started searches start instead from the same method\'s choice on another '
+            f'task, at that point and its two lr neighbours, once that search is over: {pairs})')
 
 
 def budget_lines(results: dict) -> List[str]:

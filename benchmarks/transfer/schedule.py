@@ -33,11 +33,15 @@ class Chain:
         method (str): Key of the method.
         profile (dict): The run's sizes: ``search_seed``, ``final_seeds``, ``start_lrs`` and
             ``max_points`` are read here.
+        parent (Chain, optional): The chain whose choice this chain's search starts from
+            (the same method on the task's ``warm_start``); the search waits for the
+            parent's to end. Defaults to None: start from ``start_lrs``.
     """
 
     task: str
     method: str
     profile: dict
+    parent: Optional['Chain'] = None
     records: Dict[RunKey, dict] = dataclasses.field(default_factory=dict)
 
     @property
@@ -52,38 +56,52 @@ class Chain:
         return {(r['lr_step'], r['scale_step']): search.Outcome(r['val'], r['collapsed'])
                 for r in self.records.values() if r['stage'] == 'search'}
 
+    def start(self) -> Optional[List[search.Point]]:
+        """The first round of the search; None while the parent's search goes on."""
+        if self.parent is None:
+            return search.start_points(self.profile['start_lrs'])
+        _, choice = self.parent.search_state()
+        return None if choice is None else search.warm_start_points(choice, self.knob)
+
     def search_state(self) -> Tuple[List[search.Point], Optional[search.Point]]:
-        """(the points of the next search round, the choice once the search is over)."""
+        """(the points of the next search round, the choice once the search is over); both
+        empty and None while the search waits for its parent."""
+        start = self.start()
+        if start is None:
+            return [], None
         tried = self.outcomes()
-        pending = search.next_points(tried, self.knob, start=self.profile['start_lrs'],
+        pending = search.next_points(tried, self.knob, start=start,
                                      max_points=self.profile['max_points'])
         return pending, (search.best_point(tried) if not pending else None)
 
     def wanted(self) -> List[RunKey]:
         """The runs this chain needs now and has not finished: the current search round, or,
-        once the search is over, the final seeds at the chosen point."""
+        once the search is over, the final seeds at the chosen point (none while it waits)."""
         pending, chosen = self.search_state()
         if pending:
             keys = [(self.task, self.method, lr, scale, self.profile['search_seed'], 'search')
                     for lr, scale in pending]
-        else:
+        elif chosen is not None:
             keys = [(self.task, self.method, chosen[0], chosen[1], seed, 'final')
                     for seed in self.profile['final_seeds']]
+        else:
+            keys = []
         return [k for k in keys if k not in self.records]
+
+    def searching(self) -> bool:
+        """Whether the search is not over yet (waiting for its parent included)."""
+        return self.search_state()[1] is None
 
     def planned_left(self, typical_points: int) -> int:
         """Runs still to come, an estimate while the search goes on: the search is taken to
         need ``typical_points`` points in all (at least one more round than it has had)."""
-        pending, _ = self.search_state()
+        pending, chosen = self.search_state()
         finals = sum(1 for k in self.records if k[5] == 'final')
-        if not pending:
+        if chosen is not None:
             return len(self.profile['final_seeds']) - finals
         tried = len(self.outcomes())
         more = max(len(pending), typical_points - tried)
         return min(more, self.profile['max_points'] - tried) + len(self.profile['final_seeds'])
-
-    def done(self) -> bool:
-        return not self.wanted()
 
 
 def job_order(key: RunKey, tasks: Sequence[str], methods: Sequence[str]) -> tuple:

@@ -13,7 +13,8 @@ The search is a pure function of what was measured (:func:`next_points`), so a s
 resumes where it stopped from its finished runs, and a test can drive it with a fake score
 function. Its rules:
 
-1. Start with the lr steps of ``START_LRS`` at the default scale.
+1. Start with the lr steps of ``START_LRS`` at the default scale (or, warm-started from
+   another search's choice, with that point and its two lr neighbours).
 2. Take the best point tried so far (highest validation score; a collapsed run ranks below
    every run that did not collapse). If one of its two lr neighbours is untried, try them.
 3. Else, for a method with a knob, if one of its two scale neighbours is untried, try them.
@@ -98,17 +99,33 @@ def inside(point: Point, knob: bool) -> bool:
     return LR_STEPS[0] <= point[0] <= LR_STEPS[1] and scale_ok
 
 
-def next_points(tried: Dict[Point, Outcome], knob: bool, start: Sequence[int] = START_LRS,
+def start_points(lr_steps: Sequence[int] = START_LRS) -> List[Point]:
+    """The first round of a search from scratch: ``lr_steps`` at the default scale."""
+    return [(k, 0) for k in lr_steps]
+
+
+def warm_start_points(choice: Point, knob: bool) -> List[Point]:
+    """The first round of a search that starts from another search's choice: that point and
+    its two lr neighbours (at its scale; at the default scale for a method without a knob),
+    within the limits."""
+    centre = (choice[0], choice[1] if knob else 0)
+    return [p for p in [lr_neighbours(centre)[0], centre, lr_neighbours(centre)[1]]
+            if inside(p, knob)]
+
+
+def next_points(tried: Dict[Point, Outcome], knob: bool,
+                start: Sequence[Point] = tuple(start_points()),
                 max_points: int = MAX_POINTS) -> List[Point]:
     """The points to try next, in a fixed order; empty when the search is over.
 
     Args:
         tried (dict): Every finished point and its outcome.
         knob (bool): Whether the method has a scale knob to search.
-        start (Sequence[int]): The lr steps of the first round. Defaults to ``START_LRS``.
+        start (Sequence[Point]): The points of the first round. Defaults to
+            ``START_LRS`` at the default scale.
         max_points (int): The most points the search may try. Defaults to ``MAX_POINTS``.
     """
-    first = [(k, 0) for k in start if (k, 0) not in tried][:max_points - len(tried)]
+    first = [p for p in start if p not in tried][:max_points - len(tried)]
     if first or len(tried) >= max_points:
         return first
     best = best_point(tried)

@@ -38,6 +38,9 @@ class TargetTask:
             image labels (a linear classifier on the pooled last stage).
         gap (str): The domain gap to the pretraining task, in words.
         metric (str): What the score is.
+        warm_start (str, optional): The task whose choice (per method) this task's search
+            starts from, once that search is over (``schedule.py``). Defaults to None: the
+            search starts from the profile's ``start_lrs`` at the default scale.
     """
 
     key: str
@@ -45,13 +48,14 @@ class TargetTask:
     dense: bool
     gap: str
     metric: str
+    warm_start: Optional[str] = None
 
 
 TARGETS = (
     TargetTask('near-cls', 'near', False, 'small', 'top-1 accuracy (%)'),
     TargetTask('far-cls', 'far', False, 'large', 'top-1 accuracy (%)'),
-    TargetTask('near-seg', 'near', True, 'small', 'mIoU (%)'),
-    TargetTask('far-seg', 'far', True, 'large', 'mIoU (%)'),
+    TargetTask('near-seg', 'near', True, 'small', 'mIoU (%)', warm_start='near-cls'),
+    TargetTask('far-seg', 'far', True, 'large', 'mIoU (%)', warm_start='far-cls'),
 )
 
 #: Shares of the trunk's parameters the rank-matched methods get: the paper's LoRA r=8 and
@@ -132,6 +136,11 @@ def steps_of(profile: dict, target: TargetTask) -> int:
     return profile['dense_steps'] if target.dense else profile['steps']
 
 
+def batch_of(profile: dict, target: TargetTask) -> int:
+    """Images per training step on ``target`` (the same for every method)."""
+    return profile['dense_batch'] if target.dense else profile['batch']
+
+
 def warmup_of(profile: dict, target: TargetTask) -> int:
     """Warm-up steps of every run on ``target``: ``warmup`` of its steps, at least one."""
     return max(1, round(profile['warmup'] * steps_of(profile, target)))
@@ -148,23 +157,28 @@ def target_by_key(key: str) -> TargetTask:
 
 
 #: Sizes of a full and of a --quick run. ``train`` images per seed are cycled for ``steps``
-#: batches (``dense_steps`` on the dense tasks, whose heads start from scratch and need
-#: more), the first ``warmup`` of them warming up; ``val`` decides the search, ``test`` is
-#: reported. The search runs on ``search_seed`` from the lr steps ``start_lrs`` and tries at
-#: most ``max_points`` points (``search.py``); the final stage runs ``final_seeds`` at the
-#: chosen point. The full run's steps are sized to 2.5 h on 2 cores of the machine it was
-#: measured on (CPU time per step at batch 8: 40-45 ms for the frozen trunk, 130-180 ms for
-#: the adapters on the image tasks, 75 ms more on the dense tasks; pilots of the frozen trunk:
-#: doubling 200 steps added 3 points on near-cls, none on far-cls, 5 on far-seg).
+#: batches of ``batch`` (``dense_steps`` of ``dense_batch`` on the dense tasks), the first
+#: ``warmup`` of them warming up; ``val`` decides the search, ``test`` is reported. The
+#: search runs on ``search_seed``, from the lr steps ``start_lrs`` (or from the choice of the
+#: task's ``warm_start`` when ``warm_starts`` is on), and tries at most ``max_points`` points
+#: (``search.py``); the final stage runs ``final_seeds`` at the chosen point.
+#:
+#: The full run is sized to about 2.5 h on 2 cores of the machine it was measured on. CPU
+#: time per step at batch 8: 40-45 ms for the frozen trunk, 130-180 ms for the adapters on the
+#: image tasks, 75-100 ms more on the dense tasks. Pilots of the frozen trunk (one seed, its
+#: best lr of those tried): doubling 200 steps of batch 8 added 3 points on near-cls and none
+#: on far-cls; on near-seg UperNet's heads were still far from done at 200 steps (18.8 mIoU;
+#: 28.2 at 300, 48.6 at 400; 41.1 with 400 steps of batch 4), so the dense tasks get 400 steps
+#: of batch 4 and a search that starts from the classification task's choice.
 PROFILES = {
     'full': dict(search_seed=0, final_seeds=(1, 2, 3, 4, 5), start_lrs=(-7, -6, -5),
-                 max_points=12, steps=120, dense_steps=160, warmup=0.1, batch=8,
-                 image_size=64, train=800, val=300, test=600, eval_batch=100, workers=2,
-                 head_channels=64, aux_channels=32),
-    'quick': dict(search_seed=0, final_seeds=(1, ), start_lrs=(-6, ), max_points=2,
-                  steps=3, dense_steps=4, warmup=0.3, batch=4, image_size=64,
-                  train=8, val=8, test=8, eval_batch=8, workers=2, head_channels=16,
-                  aux_channels=8),
+                 warm_starts=True, max_points=12, steps=120, batch=8, dense_steps=400,
+                 dense_batch=4, warmup=0.1, image_size=64, train=800, val=300, test=600,
+                 eval_batch=100, workers=2, head_channels=64, aux_channels=32),
+    'quick': dict(search_seed=0, final_seeds=(1, ), start_lrs=(-6, ), warm_starts=True,
+                  max_points=2, steps=3, batch=4, dense_steps=4, dense_batch=4, warmup=0.3,
+                  image_size=64, train=8, val=8, test=8, eval_batch=8, workers=2,
+                  head_channels=16, aux_channels=8),
 }
 
 #: Search points a chain is taken to need in all, for the ETA while its search goes on (by

@@ -147,7 +147,8 @@ def train_run(job: dict) -> dict:
     steps = S.steps_of(profile, target)
     warmup = S.warmup_of(profile, target)
     scored_at = curve_steps(steps)
-    for step, order in enumerate(batch_order(seed, profile['train'], profile['batch'], steps)):
+    batch = S.batch_of(profile, target)
+    for step, order in enumerate(batch_order(seed, profile['train'], batch, steps)):
         indices = torch.from_numpy(order)
         for group in optimizer.param_groups:
             group['lr'] = warmup_cosine_lr(step, peak_lr, warmup, steps)

@@ -113,6 +113,16 @@ def test_typical_search_lengths_match_the_eta_assumption():
         assert abs(statistics.fmean(values) - TYPICAL_POINTS[knob]) < 1.0, (knob, values)
 
 
+def test_a_warm_start_begins_at_the_other_choice_and_its_lr_neighbours():
+    assert search.warm_start_points((-4, 2), knob=True) == [(-5, 2), (-4, 2), (-3, 2)]
+    assert search.warm_start_points((-4, 0), knob=False) == [(-5, 0), (-4, 0), (-3, 0)]
+    assert search.warm_start_points((-2, 0), knob=False) == [(-3, 0), (-2, 0)]  # the limit
+    tried, rounds = run_search(peak_at(-4, 1), knob=True,
+                               start=search.warm_start_points((-4, 1), True))
+    assert rounds == [[(-5, 1), (-4, 1), (-3, 1)], [(-4, 0), (-4, 2)]]
+    assert search.best_point(tried) == (-4, 1) and search.edges(tried, True) == []
+
+
 # --- the scheduler, with a fake run: deterministic scores from the run's key ---------------
 
 PROFILE = dict(search_seed=0, final_seeds=(1, 2, 3), start_lrs=(-7, -6, -5), max_points=16)
@@ -120,6 +130,8 @@ PROFILE = dict(search_seed=0, final_seeds=(1, 2, 3), start_lrs=(-7, -6, -5), max
 
 def fake_run(job):
     optimum = {'lora-low': (-4, 1), 'frozen': (-5, 0)}[job['method']]
+    if job['task'] == 'near-seg':
+        optimum = (optimum[0] - 1, optimum[1])
     score = 80 - (job['lr_step'] - optimum[0])**2 - (job['scale_step'] - optimum[1])**2
     score += 0.1 * job['seed']
     return dict(task=job['task'], method=job['method'], lr_step=job['lr_step'],
@@ -170,6 +182,20 @@ def test_each_chain_searches_then_runs_its_final_seeds_at_the_choice():
                     if r['method'] == method and r['stage'] == 'search']
         assert max(searched) < first_final  # the finals wait for the search's end
     assert len({run_key(r) for r in records}) == len(records)  # nothing runs twice
+
+
+def test_a_warm_started_chain_waits_for_its_parent_then_starts_from_its_choice():
+    parent = Chain('near-cls', 'lora-low', PROFILE)
+    child = Chain('near-seg', 'lora-low', PROFILE, parent=parent)
+    assert child.wanted() == [] and child.searching()
+    records = schedule([parent, child])
+    searched = [r for r in records if r['task'] == 'near-seg' and r['stage'] == 'search']
+    parent_last = max(i for i, r in enumerate(records)
+                      if r['task'] == 'near-cls' and r['stage'] == 'search')
+    assert records.index(searched[0]) > parent_last
+    assert {(r['lr_step'], r['scale_step']) for r in searched[:3]} == {(-5, 1), (-4, 1),
+                                                                        (-3, 1)}
+    assert child.search_state() == ([], (-5, 1))  # moved on from the parent's (-4, 1)
 
 
 def test_a_resumed_run_reuses_what_finished_and_ends_with_the_same_runs():
