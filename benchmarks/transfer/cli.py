@@ -163,7 +163,8 @@ def config_id(profile: dict, base: dict, ranks: dict) -> str:
     """What makes a finished run reusable by --resume: the sizes, the base, the ranks and the
     grid's limits (the search rules)."""
     text = json.dumps(dict(profile=profile, sha=base['sha256'], ranks=ranks,
-                           grid=dict(lr=search.LR_STEPS, scale=search.SCALE_STEPS)),
+                           grid=dict(lr=search.LR_STEPS, scale=search.SCALE_STEPS),
+                           head_lr_mult=S.HEAD_LR_MULT),
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -267,6 +268,7 @@ def measure(args, profile, log, started) -> dict:
         started=started, environment=env, base=base, budgets=ranks, trunk_params=trunk,
         settings=dict(profile=profile, tasks=tasks, methods=methods, threads=args.threads,
                       warm_starts={c.task: c.parent.task for c in chains if c.parent},
+                      head_lr_mult=S.HEAD_LR_MULT,
                       targets=[dataclasses.asdict(t) for t in S.TARGETS],
                       method_specs={m.key: dict(dataclasses.asdict(m), knob=m.knob)
                                     for m in S.METHODS},

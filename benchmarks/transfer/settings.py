@@ -17,6 +17,12 @@ ARCH = 'atto'
 
 #: AdamW's weight decay on every trainable tensor, as the paper's schedules set it.
 WEIGHT_DECAY = 0.05
+#: The heads (linear classifier, UperNet and its auxiliary head) start from scratch and train
+#: at this multiple of the searched lr, as mmseg's fine-tuning configs set ``lr_mult=10`` on
+#: their heads. With one lr for everything, the first run's dense searches showed the clash:
+#: the frozen trunk's UperNet heads wanted lr 0.1 or more, full fine-tuning stayed near chance
+#: at every lr up to 3e-3.
+HEAD_LR_MULT = 10.0
 
 #: Seed streams. Run seed ``s`` draws its training set from ``(s, TRAIN_STREAM)`` and its
 #: epoch orders from ``(s, ORDER_STREAM, epoch)``; the validation and test splits are the same

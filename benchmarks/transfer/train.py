@@ -63,6 +63,21 @@ def build_model(target: S.TargetTask, base: str, profile: dict, seed: int) -> nn
     return Classifier(base, len(task.class_names))
 
 
+def build_optimizer(model: nn.Module, peak_lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on every trainable tensor: the trunk's (adapters, unfrozen
+    tensors, output norms) at ``peak_lr``, the heads' (trained from scratch) at
+    ``S.HEAD_LR_MULT`` times it. Each group keeps its peak in ``'peak_lr'``."""
+    trunk = {id(p) for p in model.backbone.parameters()}
+    groups = [
+        dict(params=[p for p in model.backbone.parameters() if p.requires_grad],
+             peak_lr=peak_lr),
+        dict(params=[p for p in model.parameters() if p.requires_grad and id(p) not in trunk],
+             peak_lr=peak_lr * S.HEAD_LR_MULT),
+    ]
+    groups = [dict(g, lr=g['peak_lr']) for g in groups if g['params']]
+    return torch.optim.AdamW(groups, lr=peak_lr, weight_decay=S.WEIGHT_DECAY)
+
+
 class UpdateNorm:
     """Final ||dW||_F, summed over the adapted layers.
 
@@ -138,8 +153,7 @@ def train_run(job: dict) -> dict:
     torch.manual_seed(S.ADAPTER_TORCH_SEED + seed)
     report = adapt(model.backbone, spec.inject_options(job['ranks'], job['scale_step']))
     update_norm = UpdateNorm(model.backbone, spec.method, report)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=peak_lr, weight_decay=S.WEIGHT_DECAY)
+    optimizer = build_optimizer(model, peak_lr)
 
     torch.manual_seed(S.TRAIN_TORCH_SEED + seed)
     model.train()
@@ -151,7 +165,7 @@ def train_run(job: dict) -> dict:
     for step, order in enumerate(batch_order(seed, profile['train'], batch, steps)):
         indices = torch.from_numpy(order)
         for group in optimizer.param_groups:
-            group['lr'] = warmup_cosine_lr(step, peak_lr, warmup, steps)
+            group['lr'] = warmup_cosine_lr(step, group['peak_lr'], warmup, steps)
         masks = None if train.masks is None else train.masks[indices]
         wall, cpu = time.perf_counter(), time.thread_time()
         loss = model.train_loss(train.images[indices], train.labels[indices], masks)

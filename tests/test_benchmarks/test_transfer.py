@@ -189,3 +189,20 @@ def test_every_method_of_a_seed_gets_the_same_batches_and_seeds_differ():
 def test_unknown_task_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match='near-cls'):
         parse_list('near-cls,coco', str, [t.key for t in S.TARGETS], '--tasks')
+
+
+def test_heads_train_at_their_multiple_of_the_searched_lr():
+    from benchmarks.transfer.train import build_optimizer
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Linear(3, 3)
+            self.backbone.bias.requires_grad_(False)
+            self.head = torch.nn.Linear(3, 2)
+
+    model = Model()
+    trunk, heads = build_optimizer(model, 1e-3).param_groups
+    assert trunk['params'] == [model.backbone.weight] and trunk['lr'] == 1e-3
+    assert heads['params'] == list(model.head.parameters())
+    assert heads['lr'] == pytest.approx(S.HEAD_LR_MULT * 1e-3) and S.HEAD_LR_MULT > 1
