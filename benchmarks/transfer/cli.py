@@ -302,13 +302,13 @@ def main(argv=None) -> str:
     from .plots import write_pictures
     from .report import render
     os.makedirs(osp.dirname(args.out), exist_ok=True)
+    if not args.from_json:  # the results data first: the report can be rendered from it
+        with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
+            json.dump(results, f, indent=1, default=str)
     pictures = write_pictures(results, osp.splitext(args.out)[0])
     text = render(results, {name: osp.basename(path) for name, path in pictures.items()})
     with open(args.out, 'w') as f:
         f.write(text)
-    if not args.from_json:
-        with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
-            json.dump(results, f, indent=1, default=str)
     written = ' and' if args.from_json else ', its .json and'
     log(f'[transfer] wrote {args.out}{written} {len(pictures)} pictures beside it')
     return args.out

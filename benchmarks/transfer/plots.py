@@ -11,6 +11,8 @@
 import math
 from typing import Dict
 
+from .report import method_label
+
 #: Colours per method family; the high budget is drawn dashed.
 COLOURS = dict(frozen='#7f7f7f', full='#000000', bitfit='#8c564b', lora='#1f77b4',
                dora='#2ca02c', flora='#d62728')
@@ -35,68 +37,56 @@ def task_axes(plt, count: int):
     return figure, flat[:count]
 
 
-def lr_picture(results: dict, path: str, labels: Dict[str, str]) -> None:
+def draw(results: dict, path: str, title: str, xlabel: str, plot_method) -> None:
+    """One axes per task: ``plot_method(axis, figures, label, style)`` draws each method's
+    figures on it; the labels, the legend and the title around them are the same for both
+    pictures."""
     import matplotlib.pyplot as plt
     tasks = results['settings']['tasks']
     figure, axes = task_axes(plt, len(tasks))
+    labels = {m: method_label(results, m) for m in results['settings']['methods']}
     for axis, task in zip(axes, tasks):
         for method in results['settings']['methods']:
             figures = results['summary'].get(task, {}).get(method)
-            if figures is None:
-                continue
-            chosen = figures['chosen']
-            points = sorted((p for p in figures['points'].values()
-                             if p['scale_step'] == chosen['scale_step']),
-                            key=lambda p: p['lr'])
-            line, = axis.plot([p['lr'] for p in points], [p['val'] for p in points],
-                              marker='o', markersize=3, label=labels[method], **style(method))
-            collapsed = [p for p in points if p['collapsed']]
-            axis.plot([p['lr'] for p in collapsed], [p['val'] for p in collapsed], 'x',
-                      color=line.get_color(), markersize=8)
-            final = figures['final']
-            if final is not None:
-                axis.errorbar([chosen['lr']], [final['val']['mean']], yerr=[final['val']['std']],
-                              color=line.get_color(), marker='s', markersize=5, capsize=3)
+            if figures is not None:
+                plot_method(axis, figures, labels[method], style(method))
         target = next(t for t in results['settings']['targets'] if t['key'] == task)
-        axis.set_xscale('log')
-        axis.set_xlabel('peak learning rate')
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(f'validation {target["metric"]}')
         axis.set_title(f'{task} ({target["gap"]} domain gap)')
         axis.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    figure.suptitle('Validation score against lr at each method\'s chosen scale: dots one run '
-                    '(seed 0), squares the final seeds\' mean ± std, crosses collapsed runs',
-                    fontsize=9)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def curves_picture(results: dict, path: str, labels: Dict[str, str]) -> None:
-    import matplotlib.pyplot as plt
-    tasks = results['settings']['tasks']
-    figure, axes = task_axes(plt, len(tasks))
-    for axis, task in zip(axes, tasks):
-        for method in results['settings']['methods']:
-            figures = results['summary'].get(task, {}).get(method)
-            if figures is None or figures['final'] is None:
-                continue
-            curve = figures['final']['val_curve']
-            axis.errorbar([100 * f for f in curve['fractions']], curve['mean'], yerr=curve['std'],
-                          marker='o', markersize=3, capsize=2, label=labels[method],
-                          **style(method))
-        target = next(t for t in results['settings']['targets'] if t['key'] == task)
-        axis.set_xlabel('% of the training steps')
-        axis.set_ylabel(f'validation {target["metric"]}')
-        axis.set_title(f'{task} ({target["gap"]} domain gap)')
-        axis.set_xticks([25, 50, 100])
-        axis.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
-    figure.suptitle('Validation score during training at each method\'s chosen setting '
-                    '(mean ± std over the final seeds)', fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+def plot_lr(axis, figures: dict, label: str, line_style: dict) -> None:
+    """A method's searched points at its chosen scale, its final seeds at the chosen lr."""
+    chosen = figures['chosen']
+    points = sorted((p for p in figures['points'].values()
+                     if p['scale_step'] == chosen['scale_step']), key=lambda p: p['lr'])
+    line, = axis.plot([p['lr'] for p in points], [p['val'] for p in points], marker='o',
+                      markersize=3, label=label, **line_style)
+    collapsed = [p for p in points if p['collapsed']]
+    axis.plot([p['lr'] for p in collapsed], [p['val'] for p in collapsed], 'x',
+              color=line.get_color(), markersize=8)
+    final = figures['final']
+    if final is not None:
+        axis.errorbar([chosen['lr']], [final['val']['mean']], yerr=[final['val']['std']],
+                      color=line.get_color(), marker='s', markersize=5, capsize=3)
+    axis.set_xscale('log')
+
+
+def plot_curve(axis, figures: dict, label: str, line_style: dict) -> None:
+    """A method's validation at 25/50/100 % of the steps, over its final seeds."""
+    if figures['final'] is None:
+        return
+    curve = figures['final']['val_curve']
+    axis.errorbar([100 * f for f in curve['fractions']], curve['mean'], yerr=curve['std'],
+                  marker='o', markersize=3, capsize=2, label=label, **line_style)
+    axis.set_xticks([25, 50, 100])
 
 
 def write_pictures(results: dict, stem: str) -> Dict[str, str]:
@@ -107,10 +97,10 @@ def write_pictures(results: dict, stem: str) -> Dict[str, str]:
     """
     import matplotlib
     matplotlib.use('Agg')
-    from .report import method_label
-    labels = {m: method_label(results, m) for m in results['settings']['methods']}
     paths = dict(lr=f'{stem}_lr.png', curves=f'{stem}_curves.png')
-    lr_picture(results, paths['lr'], labels)
-    curves_picture(results, paths['curves'], labels)
+    draw(results, paths['lr'], 'Validation score against lr at each method\'s chosen scale: '
+         'dots one run (seed 0), squares the final seeds\' mean ± std, crosses collapsed runs',
+         'peak learning rate', plot_lr)
+    draw(results, paths['curves'], 'Validation score during training at each method\'s chosen '
+         'setting (mean ± std over the final seeds)', '% of the training steps', plot_curve)
     return paths
-

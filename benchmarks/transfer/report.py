@@ -111,7 +111,9 @@ def header(results: dict) -> List[str]:
         f'scale x4^{search.SCALE_STEPS[0]} .. x4^{search.SCALE_STEPS[1]}, and a search at '
         f'{profile["max_points"]} points; a choice that sits at such a limit, or with an '
         'untried neighbour, is flagged in the tables. Frozen, full fine-tuning and BitFit '
-        'have no scale knob and search the lr only. Searches of different tasks and methods '
+        'have no scale knob and search the lr only. FLoRA runs with the authors\' factor init '
+        '(`init=\'paper\'`); the comparison with `init=\'unit\'` of earlier versions of this '
+        'benchmark is not part of it. Searches of different tasks and methods '
         'are independent and run interleaved in a pool of workers; a search\'s next round '
         'starts when its last round has finished.',
         '',
