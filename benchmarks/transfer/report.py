@@ -63,6 +63,13 @@ def header(results: dict) -> List[str]:
         f'own search chose on a validation split, then {len(profile["final_seeds"])} fresh '
         'seed(s) at that setting on a test split. Written by `' + results['command'] + '`.',
         '',
+        'Tasks: classification of the `near` and the `far` procedural images (a linear '
+        'classifier on the pooled last stage) and segmentation of both through MMSegmentation\'s '
+        'UperNet with its auxiliary FCN head; far-seg (two pattern regions per image, labelled '
+        'per pixel) is the dense task with the large domain gap, the analogue of the paper\'s '
+        'DOTA column. Oriented detection through MMRotate on aerial-like scenes is not part of '
+        'the benchmark: it does not fit the run\'s time on 2 CPU cores.',
+        '',
         f'* Machine: {env["cpu"]}, {env["cores"]} cores, shared with other jobs (load average '
         f'{env["load_start"]} at the start, {env["load_end"]} at the end); '
         f'{profile["workers"]} runs in parallel with {settings["threads"]} torch thread(s) '
