@@ -32,6 +32,12 @@ TOOLS = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, TOOLS)
 sys.path.insert(0, osp.dirname(TOOLS))
 
+from mmflora.openmp import wait_passively  # noqa: E402
+
+# Before torch loads OpenMP (see mmflora/openmp.py); the pretraining and DOTAMetric's worker
+# processes inherit it.
+wait_passively()
+
 import make_demo_data  # noqa: E402
 
 #: The pretrained base the *_demo_pretrained.py configs name.

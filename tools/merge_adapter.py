@@ -21,11 +21,15 @@ import copy
 import os.path as osp
 import sys
 
-import torch
-from mmengine.config import DictAction
-from mmengine.logging import MMLogger
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmflora.openmp import wait_passively  # noqa: E402
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+
 from mmflora.adapters import iter_adapter_layers, merge_and_unload  # noqa: E402
 from mmflora.apis import (ConfigError, apply_adapter_file,  # noqa: E402
                           build_model_from_config, ensure_base_weights, load_config,

@@ -50,10 +50,9 @@ import sys
 import time
 from typing import Dict, Optional, Tuple
 
-# OpenMP threads busy-wait by default: when other jobs share the cores, two
-# threads then run several times slower than one. Passive waiting avoids it;
-# it must be set before torch loads OpenMP, and only changes scheduling.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+from mmflora.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

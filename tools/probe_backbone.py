@@ -19,12 +19,16 @@ import math
 import sys
 from typing import Dict, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from mmflora.openmp import wait_passively
 
-from mmflora.datasets import TASKS, generate, get_task
-from pretrain_backbone import EVAL_CHUNK, build_classifier, normalise
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from mmflora.datasets import TASKS, generate, get_task  # noqa: E402
+from pretrain_backbone import EVAL_CHUNK, build_classifier, normalise  # noqa: E402
 
 # Seed streams of the probe's training and test images (after the held-out set's).
 PROBE_TRAIN_STREAM, PROBE_TEST_STREAM = 2, 3

@@ -14,10 +14,14 @@ adapter file; the frozen base of an adapter file comes from the config's Pretrai
 import argparse
 import logging
 
-from mmengine.logging import print_log
+from mmflora.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+from mmengine.logging import print_log  # noqa: E402
 
 # tools/ is on sys.path when run as a script.
-from train import build_runner, close_distributed, parse_common_args, prepare_config
+from train import build_runner, close_distributed, parse_common_args, prepare_config  # noqa: E402
 
 
 def parse_args(argv=None):
