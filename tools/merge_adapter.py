@@ -18,6 +18,7 @@ FLoRA config itself (in eval mode every mergeable layer runs its cached merged w
 """
 import argparse
 import copy
+import os
 import os.path as osp
 import sys
 
@@ -135,6 +136,7 @@ def main(argv=None) -> None:
     print(f'[4/4] plain backbone vs adapted backbone: max |difference| = {error:.2e}', flush=True)
     if error > args.atol:
         raise SystemExit(f'the merged model differs by {error:.2e} > --atol {args.atol}')
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     torch.save(dict(state_dict=plain.state_dict(),
                     meta=dict(merged_from=args.checkpoint, config=args.config)), args.out)
     plain_config = write_plain_config(cfg, args.out)

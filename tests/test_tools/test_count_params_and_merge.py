@@ -77,6 +77,7 @@ def test_count_params_says_which_biases_bitfit_trains(tmp_path, capsys):
 
 
 def test_merge_adapter_writes_a_checkpoint_the_plain_config_loads(tmp_path):
+    # into folders that do not exist yet, as README's `--out work_dirs/x/merged.pth`
     from mmflora.adapters import iter_adapter_layers
     from mmflora.apis import build_model_from_config, load_config
     import merge_adapter
@@ -91,8 +92,9 @@ def test_merge_adapter_writes_a_checkpoint_the_plain_config_loads(tmp_path):
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
     trained = osp.join(tmp_path, 'trained.pth')
     torch.save(dict(state_dict=model.state_dict()), trained)
-    out = osp.join(tmp_path, 'merged.pth')
+    out = osp.join(tmp_path, 'work_dirs', 'x', 'merged.pth')
     merge_adapter.main([config, trained, '--out', out])
+    assert osp.isfile(osp.splitext(out)[0] + '.py')
     plain_cfg = load_config(config)
     plain_cfg.model = merge_adapter.plain_model_config(plain_cfg.model)
     plain = build_model_from_config(plain_cfg).eval()
