@@ -26,7 +26,9 @@ It writes, each atomically (temporary file, then rename):
     sha256.
 
 The weights are a pure function of the arguments (``--threads`` included)
-for a given torch build and CPU: the data comes from explicit NumPy
+for a given torch build and CPU type (the sidecar records ``cpu`` and
+``cpu_capability``, the instruction set torch's kernels use; another CPU type
+gives another file): the data comes from explicit NumPy
 generators, the model is initialised from ``--seed``, and
 ``torch.use_deterministic_algorithms`` is on. The file is bit-identical too
 (saved from memory, so no file name leaks into the archive).
@@ -311,12 +313,27 @@ def pretrain(args: argparse.Namespace) -> dict:
         cpu_time_s=cpu_time,  # all threads; barely moves when other jobs share the cores
         torch_version=torch.__version__,
         python_version=platform.python_version(),
+        # the weights depend on the kernels torch picks for this CPU (and on the threads)
+        cpu=cpu_model(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
         sha256=sha256)
     record['depths'], record['dims'] = list(record['depths']), list(record['dims'])
     write_atomically(args.out + '.json', (json.dumps(record, indent=2) + '\n').encode())
     print(f'[pretrain] wrote {args.out} (sha256 {sha256[:12]}...) and {args.out}.json '
           f'in {Progress.clock(record["wall_time_s"])}', flush=True)
     return record
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), or what the platform module knows."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv: Optional[list] = None) -> dict:
