@@ -8,8 +8,8 @@ import torch
 
 from mmflora.adapters import inject_adapters, save_adapters
 
-from .models import make_backbone
-from .settings import ADAPT, PAPER
+from ..models import make_backbone
+from ..settings import ADAPT, PAPER
 
 
 def run_storage(profile: dict, log) -> dict:

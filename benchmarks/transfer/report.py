@@ -2,8 +2,8 @@
 import datetime
 from typing import Callable, Dict, List
 
-from . import transfer_results as R
-from .transfer_settings import INIT_ROWS, PAPER_LR, method_by_key
+from . import results as R
+from .settings import INIT_ROWS, PAPER_LR, method_by_key
 
 VERDICT_WORDS = {'ahead': 'ahead of', 'level': 'level with', 'behind': 'behind',
                  'one seed': 'compared at one seed (no spread to judge by) with'}

@@ -20,11 +20,12 @@ import tempfile
 import time
 from typing import List, Optional
 
-from . import transfer_results as R
-from . import transfer_settings as S
-from .machine import cpu_name, package_versions
+from ..machine import cpu_name, package_versions
+from . import results as R
+from . import settings as S
 
-HERE = osp.dirname(osp.abspath(__file__))
+#: benchmarks/, where the reports and their results data live.
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ROOT = osp.dirname(HERE)
 PRETRAIN = osp.join(ROOT, 'tools', 'pretrain_backbone.py')
 #: A few steps of pretraining: enough for a checkpoint in the real format, in seconds.
@@ -98,16 +99,9 @@ def build_profile(args: argparse.Namespace) -> dict:
     return profile
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_base(path: str, extra: List[str], log) -> dict:
     """Pretrain ``path`` with tools/pretrain_backbone.py if it is missing; describe it."""
+    from mmflora.apis.procedural_base import file_sha256
     if not osp.exists(path):
         command = [sys.executable, PRETRAIN, '--out', path] + extra
         log(f'[transfer] no base at {path}: pretraining it ({" ".join(command[1:])})')
@@ -117,7 +111,7 @@ def ensure_base(path: str, extra: List[str], log) -> dict:
         with open(path + '.json') as f:
             sidecar = json.load(f)
     return dict(path=osp.relpath(path, ROOT) if path.startswith(ROOT) else path,
-                sha256=sha256_of(path), sidecar_sha256=sidecar.get('sha256'),
+                sha256=file_sha256(path), sidecar_sha256=sidecar.get('sha256'),
                 held_out_accuracy=sidecar.get('held_out', {}).get('accuracy'),
                 task=sidecar.get('task', {}).get('name'), steps=sidecar.get('steps'),
                 batch_size=sidecar.get('batch_size'), seed=sidecar.get('seed'))
@@ -176,8 +170,8 @@ def measure(args, profile, log, started) -> dict:
     env = environment(args.threads)
     try:
         base = ensure_base(base_path, extra, log)
-        from .transfer_models import match_budgets, trunk_params
-        from .transfer_train import record_key, run_jobs
+        from .models import match_budgets, trunk_params
+        from .train import record_key, run_jobs
         ranks = match_budgets()
         identity = config_id(profile, base, ranks)
         progress = osp.join(osp.dirname(osp.abspath(args.out)), 'out', 'transfer_runs.jsonl') \
@@ -247,7 +241,7 @@ def main(argv=None) -> str:
             results = json.load(f)
     else:
         results = measure(args, build_profile(args), log, started)
-    from .transfer_report import render
+    from .report import render
     text = render(results)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:

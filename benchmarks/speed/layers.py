@@ -16,11 +16,11 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import Case, clear_grads, measure, state_tensors, tensor_bytes
-from .models import explain_path
-from .records import case_record
-from .references import Holder, TwoConvFLoRA, peft_lora, randomise_adapters, refusal
-from .settings import PAPER
+from ..harness import Case, clear_grads, measure, state_tensors, tensor_bytes
+from ..models import explain_path
+from ..records import case_record
+from ..references import Holder, TwoConvFLoRA, peft_lora, randomise_adapters, refusal
+from ..settings import PAPER
 
 
 @dataclasses.dataclass

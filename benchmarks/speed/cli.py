@@ -15,20 +15,21 @@ from typing import Callable, List, Optional
 
 import torch
 
+from ..harness import keep_freed_memory
+from ..machine import cpu_name, package_versions
+from ..models import match_ranks
 from .backbone import run_backbone
 from .breakdown import run_breakdown
-from .harness import keep_freed_memory
 from .inference import run_inference
 from .layers import run_layers
-from .machine import cpu_name, package_versions
-from .models import match_ranks
 from .path_choice import run_path_choice
 from .report import render
 from .settings import MATCHED_SECTIONS, PROFILES, SECTIONS
 from .storage import run_storage
 from .targets import summary
 
-HERE = osp.dirname(osp.abspath(__file__))
+#: benchmarks/, where the reports and their results data live.
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

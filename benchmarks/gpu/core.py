@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from mmflora.adapters import (inject_adapters, iter_adapter_layers, merge_adapters,
                               unmerge_adapters)
 
-from .references import Holder, randomise_adapters
+from ..references import Holder, randomise_adapters
 
 #: Relative errors allowed: fp32 against fp64, bf16 autocast against fp32, merged against not.
 TOLERANCES = dict(fp32=1e-4, bf16=5e-2, merge=1e-4)

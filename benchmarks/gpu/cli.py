@@ -22,12 +22,13 @@ from typing import Callable, Iterator, List, Optional
 
 import torch
 
-from .gpu_compile import run_compile
-from .gpu_core import run_core_checks
-from .gpu_report import environment, render
-from .gpu_train import METHODS, run_training
+from .compile import run_compile
+from .core import run_core_checks
+from .report import environment, render
+from .train import METHODS, run_training
 
-HERE = osp.dirname(osp.abspath(__file__))
+#: benchmarks/, where the reports and their results data live.
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SECTIONS = ('core', 'train', 'compile')
 WRITE_RESERVE_S = 15.0  # the alarm goes off this long before the limit
 #: Exit statuses: every section ran and passed; something needs a look; the time guard fired.

@@ -26,13 +26,12 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters
 
-from .harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
+from ..harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
                       time_interleaved)
-from .models import census_text, make_backbone, path_counts
-from .path_choice import FIXED_PATHS, compare
-from .records import case_record, find, ratio
-from .references import randomise_adapters
-from .settings import ADAPT, by_key
+from ..models import census_text, make_backbone, path_counts
+from ..records import FIXED_PATHS, case_record, compare, find, ratio
+from ..references import randomise_adapters
+from ..settings import ADAPT, by_key
 
 FLORA = dict(r_kernel=2, scale=4.0)
 

@@ -8,7 +8,7 @@ with the same steps, data order and learning-rate grid for each.
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from .settings import by_key
+from ..settings import by_key
 
 #: The default pretrained base (written by ``tools/pretrain_backbone.py``).
 DEFAULT_BASE = 'checkpoints/convnextv2_atto_procedural.pth'

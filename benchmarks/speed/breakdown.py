@@ -12,10 +12,10 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import Case, clear_grads, time_interleaved
-from .models import MatchedRanks, make_backbone
-from .references import randomise_adapters
-from .settings import ADAPT, PAPER
+from ..harness import Case, clear_grads, time_interleaved
+from ..models import MatchedRanks, make_backbone
+from ..references import randomise_adapters
+from ..settings import ADAPT, PAPER
 
 
 def layer_role(name: str, layer: nn.Module) -> str:

@@ -6,7 +6,7 @@ PASS when the ratio is finite and at most the limit, else MISS.
 import math
 from typing import Dict, List, Optional
 
-from .records import find, ratio
+from ..records import find, ratio
 
 #: The limit of "never slower than the faster fixed path by more than noise": the automatic
 #: choice against the faster of 'merged' and 'factorised', at most this ratio. Chosen from the

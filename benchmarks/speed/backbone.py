@@ -16,13 +16,13 @@ import torch
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 
-from .harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
+from ..harness import (Case, clear_grads, measure_peak, state_tensors, tensor_bytes,
                       time_interleaved)
-from .models import MatchedRanks, census_text, make_backbone, path_counts
+from ..models import MatchedRanks, census_text, make_backbone, path_counts
+from ..records import case_record
+from ..references import peft_lora, randomise_adapters, refusal, replace_with_two_conv
+from ..settings import ADAPT, PAPER
 from .path_choice import backbone_paths
-from .records import case_record
-from .references import peft_lora, randomise_adapters, refusal, replace_with_two_conv
-from .settings import ADAPT, PAPER
 
 Builder = Callable[[], torch.nn.Module]
 

@@ -14,10 +14,10 @@ from typing import Callable, Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
-from .gpu_core import exact_fp32, rel_error
-from .gpu_train import adapt, base_backbone, method_by_key
-from .harness import Case, clear_grads, time_interleaved
-from .records import ratio
+from ..harness import Case, clear_grads, time_interleaved
+from ..records import ratio
+from .core import exact_fp32, rel_error
+from .train import adapt, base_backbone, method_by_key
 
 #: The least relative error allowed between compiled and eager (bf16 rounding of a deep net).
 FLOOR = 2e-2

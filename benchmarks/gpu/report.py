@@ -7,8 +7,8 @@ from typing import List, Sequence
 
 import torch
 
-from .machine import package_versions
-from .settings import MiB
+from ..machine import package_versions
+from ..settings import MiB
 
 
 def driver_version() -> str:

@@ -16,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from mmflora.adapters import count_params, iter_adapter_layers
+from mmflora.apis.lr_schedule import warmup_cosine_lr
 from mmflora.datasets import ProceduralBatch, generate, get_task
 
-from . import transfer_settings as S
-from .transfer_models import Classifier, Segmenter, adapt
+from . import settings as S
+from .models import Classifier, Segmenter, adapt
 
 
 def make_split(target: S.TargetTask, profile: dict, num: int, seed) -> ProceduralBatch:
@@ -47,14 +48,6 @@ def batch_order(seed: int, num_train: int, batch: int, steps: int) -> List[np.nd
         order.extend(np.random.default_rng((seed, S.ORDER_STREAM, epoch)).permutation(num_train))
         epoch += 1
     return [np.asarray(order[k * batch:(k + 1) * batch]) for k in range(steps)]
-
-
-def learning_rate(step: int, peak: float, warmup: int, steps: int) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_model(target: S.TargetTask, base: str, profile: dict, seed: int) -> nn.Module:
@@ -129,7 +122,7 @@ def train_run(job: dict) -> dict:
     for step, order in enumerate(batch_order(seed, profile['train'], profile['batch'], steps)):
         indices = torch.from_numpy(order)
         for group in optimizer.param_groups:
-            group['lr'] = learning_rate(step, peak_lr, profile['warmup'], steps)
+            group['lr'] = warmup_cosine_lr(step, peak_lr, profile['warmup'], steps)
         masks = None if train.masks is None else train.masks[indices]
         wall, cpu = time.perf_counter(), time.thread_time()
         loss = model.train_loss(train.images[indices], train.labels[indices], masks)
@@ -168,7 +161,7 @@ def worker_setup(threads: int) -> None:
     # mmseg 1.2.2 warns about its own builder and loss defaults at every build.
     warnings.filterwarnings('ignore', message='``build_loss`` would be deprecated')
     warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
-    from .transfer_models import quiet_openmmlab
+    from .models import quiet_openmmlab
     quiet_openmmlab()
 
 

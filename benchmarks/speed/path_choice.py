@@ -25,13 +25,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .harness import time_interleaved
+from ..harness import time_interleaved
+from ..records import FIXED_PATHS, case_record, compare, find, ratio
+from ..settings import PAPER
 from .layers import Builder, LayerSpec, adapted_layer, layer_cases, layer_specs
-from .records import case_record, find, ratio
-from .settings import PAPER
-
-#: The fixed paths an adapter layer can be forced onto.
-FIXED_PATHS = ('merged', 'factorised')
 
 #: Backbone records compared: {mode: (auto, all merged, all factorised)}.
 BACKBONE_KEYS = {
@@ -50,34 +47,6 @@ def path_builders(spec: LayerSpec, mode: str) -> List[Builder]:
     rows += [(path, path, path) for path in FIXED_PATHS]
     return [(key, label, lambda path=path: adapted_layer(spec, 'flora', path=path, **flora))
             for key, label, path in rows]
-
-
-def spread(times: Sequence[float]) -> float:
-    """Interquartile range of ``times`` over their median (NaN for fewer than 2)."""
-    if len(times) < 2:
-        return float('nan')
-    q1, _, q3 = statistics.quantiles(times, n=4, method='inclusive')
-    return (q3 - q1) / statistics.median(times)
-
-
-def noise_of(twin_vs_auto: float) -> float:
-    """How far two identical cases differ, either way: 1.03 and 1/1.03 are both 0.03."""
-    if not (math.isfinite(twin_vs_auto) and twin_vs_auto > 0):
-        return float('nan')
-    return max(twin_vs_auto, 1 / twin_vs_auto) - 1
-
-
-def compare(auto: Optional[dict], fixed: Dict[str, Optional[dict]], twin_vs_auto: float,
-            path: str, decided: str) -> dict:
-    """auto against the faster of the ``fixed`` records that ran, beside the noise."""
-    ran = {p: c for p, c in fixed.items() if c is not None and c.get('times')}
-    best = min(ran, key=lambda p: ran[p]['ms']) if ran else None
-    return dict(path=path, decided=decided, best=best,
-                fixed_ms={p: (c['ms'] if p in ran else None) for p, c in fixed.items()},
-                auto_ms=auto['ms'] if auto else float('nan'),
-                auto_vs_best=ratio(auto, ran.get(best)), twin_vs_auto=twin_vs_auto,
-                noise=noise_of(twin_vs_auto), spread=spread(auto['times'] if auto else []),
-                reps=len(auto['times']) if auto else 0)
 
 
 def layer_row(spec: LayerSpec, mode: str, records: List[dict]) -> dict:

@@ -9,11 +9,11 @@ from torch import nn
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers, merge_and_unload
 
-from .harness import Case, measure, state_tensors, tensor_bytes
-from .models import MatchedRanks, make_backbone, path_census
-from .records import case_record
-from .references import randomise_adapters
-from .settings import ADAPT, PAPER
+from ..harness import Case, measure, state_tensors, tensor_bytes
+from ..models import MatchedRanks, make_backbone, path_census
+from ..records import case_record
+from ..references import randomise_adapters
+from ..settings import ADAPT, PAPER
 
 
 def merged_in_place(model: nn.Module, mergeable_only: bool = False) -> nn.Module:

@@ -7,9 +7,9 @@ from typing import Dict, List, Optional
 
 from mmflora.adapters.paths import MEASURE_WITHIN
 
+from ..records import find, ratio
+from ..settings import MiB, PAPER
 from .path_choice import FIXED_PATHS
-from .records import find, ratio
-from .settings import MiB, PAPER
 from .targets import summary
 
 

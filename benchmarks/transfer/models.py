@@ -26,7 +26,7 @@ from mmflora.datasets import INPUT_MEAN, INPUT_STD, normalise
 from mmflora.models import ConvNeXtV2
 from mmflora.models.flora_convnextv2 import FLoRAConvNeXtV2
 
-from .transfer_settings import ARCH, BUDGETS, LORA, FLORA
+from .settings import ARCH, BUDGETS, LORA, FLORA
 
 
 def quiet_openmmlab() -> None:
