@@ -26,7 +26,7 @@ It writes, each atomically (temporary file, then rename):
     sha256.
 
 The weights are a pure function of the arguments (``--threads`` included)
-for a given torch build and CPU type (the sidecar records ``cpu`` and
+for a given torch build and CPU type (the sidecar records
 ``cpu_capability``, the instruction set torch's kernels use; another CPU type
 gives another file): the data comes from explicit NumPy
 generators, the model is initialised from ``--seed``, and
@@ -283,7 +283,6 @@ def pretrain(args: argparse.Namespace) -> dict:
         torch_version=torch.__version__,
         python_version=platform.python_version(),
         # the weights depend on the kernels torch picks for this CPU (and on the threads)
-        cpu=cpu_model(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         sha256=sha256)
     record['depths'], record['dims'] = list(record['depths']), list(record['dims'])
@@ -291,18 +290,6 @@ def pretrain(args: argparse.Namespace) -> dict:
     print(f'[pretrain] wrote {args.out} (sha256 {sha256[:12]}...) and {args.out}.json '
           f'in {Progress.clock(record["wall_time_s"])}', flush=True)
     return record
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), or what the platform module knows."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: Optional[list] = None) -> dict:
