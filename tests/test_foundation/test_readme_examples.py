@@ -74,3 +74,16 @@ def test_adapter_core_snippet_runs(tmp_path):
                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'adapter.safetensors').is_file()
+
+
+def test_hooks_example_builds_every_hook():
+    from mmengine.registry import HOOKS
+
+    import mmflora.engine  # noqa: F401  (what the example's custom_imports pulls in)
+    (block, ) = python_blocks("dict(type='FLoRAHook'")
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace['custom_imports']['imports'] == ['mmflora.models', 'mmflora.engine']
+    hooks = [HOOKS.build(dict(hook)) for hook in namespace['custom_hooks']]
+    assert [type(h).__name__ for h in hooks] == [
+        'FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook']
