@@ -41,7 +41,7 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-timeout'],
-        'bench': ['peft>=0.10'],
+        'bench': ['peft>=0.10', 'scipy'],  # scipy: the transfer benchmark's paired t-test
     },
     zip_safe=False,
 )

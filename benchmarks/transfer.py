@@ -2,19 +2,20 @@
 
 From one trunk pretrained on the procedural ``source`` task (``tools/pretrain_backbone.py``),
 every method of the paper's Table 1 (frozen, full fine-tuning, BitFit, LoRA, DoRA, FLoRA, the
-last three at two rank-matched budgets) adapts to three target tasks: near classification,
-far classification and near segmentation through MMSegmentation's UperNet. Each method gets
-the same steps, data order, heads and learning-rate grid; the lr is chosen on a validation
-split and the score reported on a test split, over several seeds. FLoRA's two factor inits
-are compared in a table of their own. See ``transfer/settings.py`` for what runs, and
-``TRANSFER.md`` for the figures.
+last three at two rank-matched budgets) adapts to four target tasks: classification and
+segmentation (MMSegmentation's UperNet) of the ``near`` and of the ``far`` procedural data.
+Each method searches its own learning rate and scale knob (FLoRA's s, LoRA's and DoRA's alpha)
+on a validation split (``transfer/search.py``), then runs five fresh seeds at its choice; the
+report gives the test scores, FLoRA against LoRA, DoRA and BitFit as a paired t-test over the
+seeds, the learning curves and every searched point. See ``transfer/settings.py`` for what
+runs, and ``TRANSFER.md`` for the figures.
 
 Usage::
 
-    python benchmarks/transfer.py              # full run (about 1.5 h on 2 shared cores),
-                                               # rewrites benchmarks/TRANSFER.md and .json
+    python benchmarks/transfer.py              # full run (about 2.5 h on 2 cores), rewrites
+                                               # benchmarks/TRANSFER.md, .json and the PNGs
     python benchmarks/transfer.py --quick      # about a minute: benchmarks/out/quick/
-    python benchmarks/transfer.py --resume     # continue a stopped full run
+    python benchmarks/transfer.py --resume     # continue a stopped full run where it stopped
     python benchmarks/transfer.py --from-json benchmarks/TRANSFER.json   # re-render
 """
 import os.path as osp

@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 

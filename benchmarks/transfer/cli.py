@@ -1,10 +1,11 @@
 """The command line of the transfer benchmark (``python benchmarks/transfer.py``).
 
 A run makes sure the pretrained base exists (pretraining it with
-``tools/pretrain_backbone.py`` when it is missing, or a tiny one in a temporary folder for
-``--quick``), solves the ranks of the budgets, trains every (task, method, lr, seed) in worker
-processes, and writes the results data (JSON) and the markdown beside it. Finished runs are
-appended to a progress file as they come, so ``--resume`` continues a run that was stopped.
+``tools/pretrain_backbone.py`` when it is missing, or a throw-away one in a temporary folder
+for ``--quick``), solves the ranks of the budgets, then runs every (task, method) chain (its
+search, then its final seeds; ``schedule.py``) in worker processes, and writes the results
+data (JSON), the markdown and the pictures beside it. Finished runs are appended to a
+progress file as they come, so ``--resume`` continues a stopped run where it stopped.
 """
 import argparse
 import dataclasses
@@ -22,6 +23,7 @@ from typing import List, Optional
 
 from ..machine import cpu_name, package_versions
 from . import results as R
+from . import search
 from . import settings as S
 
 #: benchmarks/, where the reports and their results data live.
@@ -35,30 +37,36 @@ QUICK_PRETRAIN = ['--steps', '3', '--batch-size', '8', '--eval-images', '32', '-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='A small Table 1 on CPU: FLoRA and its baselines adapt a pretrained '
-        'ConvNeXt-V2-atto to near and far target tasks.')
+        'ConvNeXt-V2-atto to near and far target tasks, each method at the learning rate and '
+        'scale its own search chose.')
     parser.add_argument('--quick', action='store_true',
-                        help='one seed, one lr, a few steps on tiny images, every task and '
-                        'method (about a minute); writes benchmarks/out/quick/ by default')
+                        help='a short search and one final seed, a few steps on tiny splits, '
+                        'every task and method (about a minute); writes benchmarks/out/quick/ '
+                        'by default')
     parser.add_argument('--base', help=f'pretrained checkpoint (default {S.DEFAULT_BASE}; '
                         'pretrained with tools/pretrain_backbone.py when missing; --quick '
-                        'without --base pretrains a tiny one in a temporary folder)')
-    parser.add_argument('--out', help='markdown output, the JSON goes beside it (default '
-                        'benchmarks/TRANSFER.md, or benchmarks/out/quick/TRANSFER.md)')
+                        'without --base pretrains a throw-away one in a temporary folder)')
+    parser.add_argument('--out', help='markdown output; the JSON and the PNGs go beside it '
+                        '(default benchmarks/TRANSFER.md, or benchmarks/out/quick/TRANSFER.md)')
     parser.add_argument('--tasks', help='comma-separated subset of ' +
                         ','.join(t.key for t in S.TARGETS))
     parser.add_argument('--methods', help='comma-separated subset of ' +
                         ','.join(m.key for m in S.METHODS))
-    parser.add_argument('--seeds', help='comma-separated run seeds (default: the profile\'s)')
-    parser.add_argument('--lrs', help='comma-separated learning-rate grid')
+    parser.add_argument('--seeds', help='comma-separated seeds of the final stage (default: '
+                        'the profile\'s)')
+    parser.add_argument('--lrs', help='comma-separated learning rates the search starts from, '
+                        'on the half-decade grid (default 3e-4,1e-3,3e-3)')
+    parser.add_argument('--max-points', type=int, help='most points one search may try')
     parser.add_argument('--steps', type=int, help='training steps per run on the image tasks')
     parser.add_argument('--dense-steps', type=int,
-                        help='training steps per run on the dense task')
+                        help='training steps per run on the dense tasks')
     parser.add_argument('--workers', type=int, help='parallel runs (default: the profile\'s)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads per run')
     parser.add_argument('--resume', action='store_true',
-                        help='reuse the finished runs of the progress file (same settings)')
-    parser.add_argument('--from-json', help='train nothing: render the markdown again from '
-                        'a results file')
+                        help='reuse the finished runs of the progress file (same settings) and '
+                        'continue every search where it stopped')
+    parser.add_argument('--from-json', help='train nothing: render the markdown and the '
+                        'pictures again from a results file')
     return parser.parse_args(argv)
 
 
@@ -79,39 +87,65 @@ def parse_list(text: Optional[str], kind, choices, option: str) -> Optional[list
 
 
 def build_profile(args: argparse.Namespace) -> dict:
+    """The profile of ``--quick`` or a full run, with the options that override it."""
     profile = dict(S.PROFILES['quick' if args.quick else 'full'])
     seeds = parse_list(args.seeds, int, None, '--seeds')
     lrs = parse_list(args.lrs, float, None, '--lrs')
     if seeds:
-        profile['seeds'] = tuple(seeds)
+        if profile['search_seed'] in seeds:
+            raise SystemExit(f'transfer: --seeds {args.seeds!r} includes the search seed '
+                             f'{profile["search_seed"]}; the final stage runs fresh seeds.')
+        profile['final_seeds'] = tuple(seeds)
     if lrs:
-        if any(lr <= 0 for lr in lrs):
-            raise SystemExit(f'transfer: --lrs {args.lrs!r} must be positive.')
-        profile['lrs'] = tuple(lrs)
-    for name in ('steps', 'dense_steps', 'workers'):
+        try:
+            profile['start_lrs'] = tuple(search.lr_step_of(lr) for lr in lrs)
+        except ValueError as error:
+            raise SystemExit(f'--lrs {args.lrs!r}: {error}')
+    for name in ('steps', 'dense_steps', 'workers', 'max_points'):
         value = getattr(args, name)
         if value is not None:
             if value < 1:
                 raise SystemExit(f'transfer: --{name.replace("_", "-")} must be at least 1, '
                                  f'got {value}.')
             profile[name] = value
-    profile['warmup'] = min(profile['warmup'], profile['steps'], profile['dense_steps'])
     return profile
 
 
-def ensure_base(path: str, extra: List[str], log) -> dict:
-    """Pretrain ``path`` with tools/pretrain_backbone.py if it is missing; describe it."""
+def ensure_base(path: str, quick_base: bool, log) -> dict:
+    """Pretrain ``path`` with tools/pretrain_backbone.py if it is missing; describe it.
+
+    Args:
+        path (str): The checkpoint.
+        quick_base (bool): Pretrain a throw-away base of a few steps (``--quick`` without
+            ``--base``), saying so in one line and keeping the pretraining's output out of
+            the console.
+        log (callable): Prints a line.
+    """
     from mmflora.apis.procedural_base import file_sha256
     if not osp.exists(path):
-        command = [sys.executable, PRETRAIN, '--out', path] + extra
-        log(f'[transfer] no base at {path}: pretraining it ({" ".join(command[1:])})')
-        subprocess.run(command, cwd=ROOT, check=True)
+        command = [sys.executable, PRETRAIN, '--out', path]
+        if quick_base:
+            log(f'[transfer] --quick without --base: pretraining a throw-away base '
+                f'({QUICK_PRETRAIN[1]} steps) in {osp.dirname(path)}; it is deleted at the end')
+            done = subprocess.run(command + QUICK_PRETRAIN, cwd=ROOT, capture_output=True,
+                                  text=True)
+            if done.returncode:
+                raise SystemExit('transfer: pretraining the throw-away base failed:\n' +
+                                 done.stdout[-2000:] + done.stderr[-2000:])
+        else:
+            log(f'[transfer] no base at {path}: pretraining it ({" ".join(command[1:])})')
+            subprocess.run(command, cwd=ROOT, check=True)
     sidecar = {}
     if osp.exists(path + '.json'):
         with open(path + '.json') as f:
             sidecar = json.load(f)
+    sha256 = file_sha256(path)
+    if sidecar.get('sha256') and sidecar['sha256'] != sha256:
+        raise SystemExit(f'transfer: {path} does not match the sha256 in {path}.json '
+                         f'({sha256[:12]}... against {sidecar["sha256"][:12]}...): the file is '
+                         'torn or was replaced; pretrain it again with tools/pretrain_backbone.py')
     return dict(path=osp.relpath(path, ROOT) if path.startswith(ROOT) else path,
-                sha256=file_sha256(path), sidecar_sha256=sidecar.get('sha256'),
+                sha256=sha256, sidecar_sha256=sidecar.get('sha256'),
                 held_out_accuracy=sidecar.get('held_out', {}).get('accuracy'),
                 task=sidecar.get('task', {}).get('name'), steps=sidecar.get('steps'),
                 batch_size=sidecar.get('batch_size'), seed=sidecar.get('seed'))
@@ -120,39 +154,40 @@ def ensure_base(path: str, extra: List[str], log) -> dict:
 def environment(threads: int) -> dict:
     """The machine and the versions the figures were measured with."""
     versions = {'python': platform.python_version(), **package_versions(
-        ('torch', 'timm', 'mmseg', 'mmengine', 'mmcv', 'numpy', 'mmflora'))}
+        ('torch', 'timm', 'mmseg', 'mmengine', 'mmcv', 'numpy', 'scipy', 'mmflora'))}
     return dict(cpu=cpu_name(), cores=os.cpu_count(), threads=threads, versions=versions,
                 platform=platform.platform(), load_start=round(os.getloadavg()[0], 1))
 
 
-def job_list(tasks, methods, profile, base, ranks) -> List[dict]:
-    """Every (task, method, lr, seed), grouped by (task, seed, lr) so that the methods of a
-    group run close together in time; the method order rotates from group to group."""
-    jobs, group = [], 0
-    for task in tasks:
-        for seed in profile['seeds']:
-            for lr in profile['lrs']:
-                shift = group % len(methods)
-                for method in methods[shift:] + methods[:shift]:
-                    jobs.append(dict(task=task, method=method, lr=float(lr), seed=seed,
-                                     base=base, profile=profile, ranks=ranks))
-                group += 1
-    return jobs
-
-
 def config_id(profile: dict, base: dict, ranks: dict) -> str:
-    """What makes a finished run reusable by --resume."""
-    text = json.dumps(dict(profile=profile, sha=base['sha256'], ranks=ranks), sort_keys=True,
-                      default=str)
+    """What makes a finished run reusable by --resume: the sizes, the base, the ranks and the
+    grid's limits (the search rules)."""
+    text = json.dumps(dict(profile=profile, sha=base['sha256'], ranks=ranks,
+                           grid=dict(lr=search.LR_STEPS, scale=search.SCALE_STEPS),
+                           head_lr_mult=S.HEAD_LR_MULT),
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_progress(path: str, identity: str) -> List[dict]:
+    """The records of ``path`` made with the settings ``identity``, the last of each run."""
     if not osp.exists(path):
         return []
+    from .schedule import run_key
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r.get('config') == identity]
+    return list({run_key(r): r for r in records if r.get('config') == identity}.values())
+
+
+def run_line(record: dict, count: int, eta_s: float, adaptive: bool) -> str:
+    """The progress line of one finished run."""
+    knob = (f' {record["knob"]} {record["knob_value"]:g}' if record['knob'] else '')
+    test = f' test {record["test"]:.1f}' if record['test'] is not None else ''
+    flag = ' (collapsed)' if record['collapsed'] else ''
+    estimate = ', an estimate while searches go on' if adaptive else ''
+    return (f'[transfer] {count} {record["stage"]} {record["task"]} {record["method"]} lr '
+            f'{record["lr"]:g}{knob} seed {record["seed"]}: val {record["val"]:.1f}{test}'
+            f'{flag}, {record["seconds"]:.0f} s; ETA {eta_s / 60:.0f} min{estimate}')
 
 
 def measure(args, profile, log, started) -> dict:
@@ -162,67 +197,89 @@ def measure(args, profile, log, started) -> dict:
         [m.key for m in S.METHODS]
     temporary = None
     base_path = args.base
-    if base_path is None and args.quick:
+    quick_base = base_path is None and args.quick
+    if quick_base:
         temporary = tempfile.mkdtemp(prefix='transfer_base_')
-        base_path, extra = osp.join(temporary, 'base.pth'), QUICK_PRETRAIN
+        base_path = osp.join(temporary, 'base.pth')
     else:
-        base_path, extra = osp.abspath(base_path or osp.join(ROOT, S.DEFAULT_BASE)), []
+        base_path = osp.abspath(base_path or osp.join(ROOT, S.DEFAULT_BASE))
     env = environment(args.threads)
+    cpu_start = time.process_time()
     try:
-        base = ensure_base(base_path, extra, log)
+        base = ensure_base(base_path, quick_base, log)
         from .models import match_budgets, trunk_params
-        from .train import record_key, run_jobs
+        from .schedule import Chain, run_chains
+        from .train import train_run, worker_setup
         ranks = match_budgets()
         identity = config_id(profile, base, ranks)
         progress = osp.join(osp.dirname(osp.abspath(args.out)), 'out', 'transfer_runs.jsonl') \
             if not args.quick else osp.splitext(args.out)[0] + '_runs.jsonl'
         os.makedirs(osp.dirname(progress), exist_ok=True)
-        runs = read_progress(progress, identity) if args.resume else []
+        reused = read_progress(progress, identity) if args.resume else []
         if not args.resume and osp.exists(progress):
             os.remove(progress)
-        finished = {record_key(r) for r in runs}
-        jobs = [j for j in job_list(tasks, methods, profile, base_path, ranks)
-                if (j['task'], j['method'], j['lr'], j['seed']) not in finished]
-        log(f'[transfer] {len(jobs)} runs to do ({len(runs)} reused), {profile["workers"]} '
-            f'workers x {args.threads} thread(s); ranks {json.dumps(ranks)}')
-        clock = time.perf_counter()
+        by_pair = {}
+        for task in sorted(tasks, key=lambda t: S.target_by_key(t).warm_start is not None):
+            parent = S.target_by_key(task).warm_start if profile['warm_starts'] else None
+            for method in methods:
+                by_pair[(task, method)] = Chain(task, method, profile,
+                                                parent=by_pair.get((parent, method)))
+        chains = [by_pair[(task, method)] for task in tasks for method in methods]
+        for record in reused:
+            if (record['task'], record['method']) in by_pair:
+                by_pair[(record['task'], record['method'])].add(record)
+        runs = [r for c in chains for r in c.records.values()]
+        log(f'[transfer] {len(chains)} chains (tasks x methods), {len(runs)} finished runs '
+            f'reused; {profile["workers"]} workers x {args.threads} thread(s); ranks '
+            + ', '.join(f'{b}: LoRA/DoRA r={v["lora"]}, FLoRA r={v["flora"]}'
+                        for b, v in ranks.items()))
 
-        def done(record):
+        def make_job(key):
+            task, method, lr_step, scale_step, seed, stage = key
+            return dict(task=task, method=method, lr_step=lr_step, scale_step=scale_step,
+                        seed=seed, stage=stage, base=base_path, profile=profile, ranks=ranks)
+
+        def done(record, eta_s):
             record['config'] = identity
             runs.append(record)
             with open(progress, 'a') as f:
                 f.write(json.dumps(record) + '\n')
-            elapsed = time.perf_counter() - clock
-            left = elapsed / (len(runs) - len(finished)) * (len(jobs) + len(finished) -
-                                                            len(runs))
-            log(f'[transfer] {len(runs) - len(finished)}/{len(jobs)} {record["task"]} '
-                f'{record["method"]} lr {record["lr"]:g} seed {record["seed"]}: val '
-                f'{record["val"]:.1f} test {record["test"]:.1f}, {record["step_cpu_ms"]:.0f} '
-                f'ms/step, {record["seconds"]:.0f} s; ETA {left / 60:.0f} min')
+            if not args.quick:
+                adaptive = any(c.searching() for c in chains)
+                log(run_line(record, len(runs), eta_s, adaptive))
 
-        run_jobs(jobs, profile['workers'], args.threads, done)
+        run_chains(chains, make_job, profile['workers'], args.threads, done, run=train_run,
+                   setup=worker_setup, typical_points=S.TYPICAL_POINTS)
         trunk = trunk_params()
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
     env['load_end'] = round(os.getloadavg()[0], 1)
-    runs.sort(key=record_key)
-    summary = R.summarise(runs)
-    missing = R.missing_runs(runs, tasks, methods, profile['lrs'], profile['seeds'])
+    runs.sort(key=lambda r: (r['task'], r['method'], r['stage'], r['lr_step'],
+                             r['scale_step'], r['seed']))
+    summary = R.summarise(runs, profile['max_points'])
+    missing = R.missing_finals(summary, tasks, methods, profile['final_seeds'])
     if missing:
-        raise SystemExit(f'transfer: {len(missing)} runs have no result, e.g. {missing[:3]}')
+        raise SystemExit(f'transfer: {len(missing)} final runs have no result, e.g. '
+                         f'{missing[:3]}')
     return dict(
         command='python benchmarks/transfer.py' + ''.join(
             f' {a}' for a in (sys.argv[1:] if args.argv is None else args.argv)),
         started=started, environment=env, base=base, budgets=ranks, trunk_params=trunk,
         settings=dict(profile=profile, tasks=tasks, methods=methods, threads=args.threads,
+                      warm_starts={c.task: c.parent.task for c in chains if c.parent},
+                      head_lr_mult=S.HEAD_LR_MULT,
                       targets=[dataclasses.asdict(t) for t in S.TARGETS],
-                      method_specs={m.key: dataclasses.asdict(m) for m in S.METHODS},
+                      method_specs={m.key: dict(dataclasses.asdict(m), knob=m.knob)
+                                    for m in S.METHODS},
+                      grid=dict(lr_steps=search.LR_STEPS, scale_steps=search.SCALE_STEPS),
                       streams=dict(train=S.TRAIN_STREAM, order=S.ORDER_STREAM,
                                    val=S.VAL_SEED, test=S.TEST_SEED)),
-        runs=runs, summary=R.json_summary(summary),
+        runs=runs, summary=summary,
         comparisons=R.comparisons(summary, list(S.BUDGETS)),
-        wall_time_s=time.time() - started)
+        reused_runs=len(reused),
+        wall_time_s=time.time() - started,
+        cpu_time_s=time.process_time() - cpu_start + sum(r['cpu_seconds'] for r in runs))
 
 
 def main(argv=None) -> str:
@@ -240,15 +297,18 @@ def main(argv=None) -> str:
         with open(args.from_json) as f:
             results = json.load(f)
     else:
+        log(f'[transfer] {"quick" if args.quick else "full"} run; writing {args.out}')
         results = measure(args, build_profile(args), log, started)
+    from .plots import write_pictures
     from .report import render
-    text = render(results)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(text)
-    if not args.from_json:
+    if not args.from_json:  # the results data first: the report can be rendered from it
         with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
             json.dump(results, f, indent=1, default=str)
-    log(text.split('## What the table shows')[-1].split('##')[0].strip())
-    log(f'[transfer] wrote {args.out}')
+    pictures = write_pictures(results, osp.splitext(args.out)[0])
+    text = render(results, {name: osp.basename(path) for name, path in pictures.items()})
+    with open(args.out, 'w') as f:
+        f.write(text)
+    written = ' and' if args.from_json else ', its .json and'
+    log(f'[transfer] wrote {args.out}{written} {len(pictures)} pictures beside it')
     return args.out

@@ -1,15 +1,17 @@
-"""One run of the transfer benchmark: a method adapts the base to a task at one lr and seed.
+"""One run of the transfer benchmark: a method adapts the base to a task at one setting
+(learning rate and scale knob) and seed.
 
 Every method of one ``(task, seed)`` sees the same training images in the same order, starts
 from the same heads and runs the same steps and schedule (linear warm-up, then cosine decay to
-0, AdamW with weight decay 0.05 on every trainable tensor); only the method and the learning
-rate differ. The best learning rate is chosen later on the validation split; both splits are
-scored at the end of every run.
+0, AdamW with weight decay 0.05 on every trainable tensor); only the method, the learning
+rate and the scale knob differ. Every run scores the validation split at 25, 50 and 100 % of
+its steps (the search chooses on the last); a run of the final stage also scores the test
+split at the end.
 """
 import math
 import statistics
 import time
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from mmflora.datasets import ProceduralBatch, generate, get_task
 
 from . import settings as S
 from .models import Classifier, Segmenter, adapt
+from .search import lr_of
 
 
 def make_split(target: S.TargetTask, profile: dict, num: int, seed) -> ProceduralBatch:
@@ -60,6 +63,21 @@ def build_model(target: S.TargetTask, base: str, profile: dict, seed: int) -> nn
     return Classifier(base, len(task.class_names))
 
 
+def build_optimizer(model: nn.Module, peak_lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on every trainable tensor: the trunk's (adapters, unfrozen
+    tensors, output norms) at ``peak_lr``, the heads' (trained from scratch) at
+    ``S.HEAD_LR_MULT`` times it. Each group keeps its peak in ``'peak_lr'``."""
+    trunk = {id(p) for p in model.backbone.parameters()}
+    groups = [
+        dict(params=[p for p in model.backbone.parameters() if p.requires_grad],
+             peak_lr=peak_lr),
+        dict(params=[p for p in model.parameters() if p.requires_grad and id(p) not in trunk],
+             peak_lr=peak_lr * S.HEAD_LR_MULT),
+    ]
+    groups = [dict(g, lr=g['peak_lr']) for g in groups if g['params']]
+    return torch.optim.AdamW(groups, lr=peak_lr, weight_decay=S.WEIGHT_DECAY)
+
+
 class UpdateNorm:
     """Final ||dW||_F, summed over the adapted layers.
 
@@ -93,36 +111,61 @@ class UpdateNorm:
         return float(sum(norms)), len(norms)
 
 
+#: The shares of a run's steps after which the validation split is scored.
+CURVE_FRACTIONS = (0.25, 0.5, 1.0)
+#: A run within this many points of the best constant prediction counts as collapsed.
+COLLAPSE_MARGIN = 1.0
+
+
+def curve_steps(steps: int) -> List[int]:
+    """The step counts after which validation is scored: 25, 50 and 100 % of ``steps``."""
+    return [max(1, round(fraction * steps)) for fraction in CURVE_FRACTIONS]
+
+
+def chance_score(split: ProceduralBatch, dense: bool) -> float:
+    """The score (%) of the best constant prediction on ``split``: the most frequent class
+    for every image (top-1 accuracy), or for every pixel (mIoU as mmseg's ``IoUMetric``
+    averages it: over the classes present, each other present class at IoU 0)."""
+    labels = (split.masks if dense else split.labels).flatten()
+    counts = torch.bincount(labels)
+    share = counts.max().item() / labels.numel()
+    return 100.0 * (share / int((counts > 0).sum()) if dense else share)
+
+
 def train_run(job: dict) -> dict:
-    """Train and score one ``(task, method, lr, seed)``; returns its results record.
+    """Train and score one ``(task, method, lr, scale step, seed)``; returns its record.
 
     Args:
-        job (dict): ``task``, ``method`` (keys of the settings), ``lr``, ``seed``, ``base``
-            (checkpoint path), ``profile`` (sizes) and ``ranks`` (the matched budgets).
+        job (dict): ``task``, ``method`` (keys of the settings), ``lr_step`` and
+            ``scale_step`` (grid steps, see ``search.py``), ``seed``, ``stage`` ('search' or
+            'final'; a final run also scores the test split), ``base`` (checkpoint path),
+            ``profile`` (sizes) and ``ranks`` (the matched budgets).
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     target, spec = S.target_by_key(job['task']), S.method_by_key(job['method'])
-    profile, seed, peak_lr = job['profile'], job['seed'], job['lr']
+    profile, seed = job['profile'], job['seed']
+    peak_lr = lr_of(job['lr_step'])
     train = make_split(target, profile, profile['train'], (seed, S.TRAIN_STREAM))
-    val = chunks(make_split(target, profile, profile['val'], S.VAL_SEED), profile['eval_batch'])
-    test = chunks(make_split(target, profile, profile['test'], S.TEST_SEED),
-                  profile['eval_batch'])
+    val_split = make_split(target, profile, profile['val'], S.VAL_SEED)
+    val = chunks(val_split, profile['eval_batch'])
 
     model = build_model(target, job['base'], profile, seed)
     torch.manual_seed(S.ADAPTER_TORCH_SEED + seed)
-    report = adapt(model.backbone, spec.inject_options(job['ranks']))
+    report = adapt(model.backbone, spec.inject_options(job['ranks'], job['scale_step']))
     update_norm = UpdateNorm(model.backbone, spec.method, report)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=peak_lr, weight_decay=S.WEIGHT_DECAY)
+    optimizer = build_optimizer(model, peak_lr)
 
     torch.manual_seed(S.TRAIN_TORCH_SEED + seed)
     model.train()
-    cpu_times, wall_times, losses = [], [], []
+    cpu_times, wall_times, losses, curve = [], [], [], []
     steps = S.steps_of(profile, target)
-    for step, order in enumerate(batch_order(seed, profile['train'], profile['batch'], steps)):
+    warmup = S.warmup_of(profile, target)
+    scored_at = curve_steps(steps)
+    batch = S.batch_of(profile, target)
+    for step, order in enumerate(batch_order(seed, profile['train'], batch, steps)):
         indices = torch.from_numpy(order)
         for group in optimizer.param_groups:
-            group['lr'] = warmup_cosine_lr(step, peak_lr, profile['warmup'], steps)
+            group['lr'] = warmup_cosine_lr(step, group['peak_lr'], warmup, steps)
         masks = None if train.masks is None else train.masks[indices]
         wall, cpu = time.perf_counter(), time.thread_time()
         loss = model.train_loss(train.images[indices], train.labels[indices], masks)
@@ -134,22 +177,36 @@ def train_run(job: dict) -> dict:
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             break
+        if step + 1 in scored_at[:-1]:
+            model.eval()
+            curve.append([step + 1, model.score(val)])
+            model.train()
     norm, norm_terms = update_norm()
     model.eval()
-    val_score, test_score = model.score(val), model.score(test)
+    curve.append([len(losses), model.score(val)])
+    test_score = None
+    if job['stage'] == 'final':
+        test_score = model.score(chunks(make_split(target, profile, profile['test'],
+                                                   S.TEST_SEED), profile['eval_batch']))
+    finite = all(math.isfinite(x) for x in losses)
+    chance = chance_score(val_split, target.dense)
     timed = slice(min(3, len(cpu_times) - 1), None)  # the first steps choose paths, warm caches
     counts = count_params(model)
     return dict(
-        task=target.key, method=spec.key, lr=peak_lr, seed=seed,
-        val=val_score, test=test_score,
+        task=target.key, method=spec.key, lr=peak_lr, lr_step=job['lr_step'],
+        scale_step=job['scale_step'], knob=spec.knob,
+        knob_value=spec.knob_value(job['ranks'], job['scale_step']),
+        seed=seed, stage=job['stage'],
+        val=curve[-1][1], val_curve=curve, test=test_score, chance=chance,
+        collapsed=not finite or curve[-1][1] <= chance + COLLAPSE_MARGIN,
         adapter_params=report.adapter_params, trainable_params=counts['trainable'],
         total_params=counts['total'],
         dw_norm=norm, dw_terms=norm_terms,
         step_cpu_ms=1e3 * statistics.median(cpu_times[timed]),
         step_wall_ms=1e3 * statistics.median(wall_times[timed]),
         first_loss=losses[0], last_loss=statistics.fmean(losses[-5:]),
-        finite=all(math.isfinite(x) for x in losses),
-        steps=len(losses), seconds=time.perf_counter() - start)
+        finite=finite, steps=len(losses), planned_steps=steps,
+        seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start)
 
 
 def worker_setup(threads: int) -> None:
@@ -163,22 +220,3 @@ def worker_setup(threads: int) -> None:
     warnings.filterwarnings('ignore', message='Default ``avg_non_ignore`` is False')
     from .models import quiet_openmmlab
     quiet_openmmlab()
-
-
-def run_jobs(jobs: List[dict], workers: int, threads: int, done) -> None:
-    """Run ``jobs`` in ``workers`` processes (``threads`` torch threads each), in order;
-    ``done(record)`` is called in this process as each finishes."""
-    if workers <= 1:
-        worker_setup(threads)
-        for job in jobs:
-            done(train_run(job))
-        return
-    import multiprocessing
-    context = multiprocessing.get_context('spawn')  # no forked OpenMP state
-    with context.Pool(workers, initializer=worker_setup, initargs=(threads, )) as pool:
-        for record in pool.imap_unordered(train_run, jobs):
-            done(record)
-
-
-def record_key(record: Dict) -> Tuple[str, str, float, int]:
-    return record['task'], record['method'], float(record['lr']), int(record['seed'])

@@ -35,6 +35,10 @@ PAPER_CONFIGS = {
     'dota': CONFIG_DIR / 'flora' / 'oriented_rcnn_convnextv2_l_dota.py',
     'ade': CONFIG_DIR / 'flora' / 'upernet_convnextv2_l_ade20k.py',
 }
+#: The paper's Table 2 setting on mmseg's ViT-B/16 (FLoRAHook injects the adapters).
+TABLE2_CONFIG = CONFIG_DIR / 'flora' / 'upernet_vit-b16_ade20k.py'
+# A tiny ViT: width 32, 4 blocks of 2 heads, 16-pixel patches.
+TINY_VIT_DIMS = 32
 
 
 def all_configs():
@@ -42,8 +46,17 @@ def all_configs():
     return sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 
 
+def table2_configs():
+    """The Table 2 configs: FLoRA r = 16 and 32 and the baselines on ViT-B/16."""
+    return [p for p in all_configs() if 'vit-b16' in p.stem]
+
+
 def shrink_model(model: dict) -> None:
-    """Swap the backbone for an untrained ConvNeXt-V2-atto and fit the channels after it."""
+    """Swap the backbone for an untrained small one (ConvNeXt-V2-atto, or a ViT of width 32)
+    and fit the channels after it."""
+    if model.backbone.type == 'VisionTransformer':
+        shrink_vit(model)
+        return
     model.backbone.arch = 'atto'
     model.backbone.init_cfg = None
     if 'neck' in model:
@@ -52,6 +65,15 @@ def shrink_model(model: dict) -> None:
         model.decode_head.in_channels = [ATTO_DIMS[i] for i in model.decode_head.in_index]
     if 'auxiliary_head' in model:
         model.auxiliary_head.in_channels = ATTO_DIMS[model.auxiliary_head.in_index]
+
+
+def shrink_vit(model: dict, image_size: int = 96) -> None:
+    """mmseg's ViT-B/16 UperNet with a ViT of width 32 (4 blocks, 2 heads) and narrow heads."""
+    model.backbone.update(img_size=(image_size, image_size), embed_dims=TINY_VIT_DIMS,
+                          num_layers=4, num_heads=2, out_indices=(0, 1, 2, 3), init_cfg=None)
+    model.neck.update(in_channels=[TINY_VIT_DIMS] * 4, out_channels=TINY_VIT_DIMS)
+    model.decode_head.update(in_channels=[TINY_VIT_DIMS] * 4, channels=16)
+    model.auxiliary_head.update(in_channels=TINY_VIT_DIMS, channels=16)
 
 
 def build_model(cfg: Config):
