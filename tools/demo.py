@@ -253,6 +253,24 @@ def summary(results: Dict[str, dict], base: str) -> str:
     return '\n'.join(lines)
 
 
+def run_conditions() -> dict:
+    """What the wall time depends on besides the CPU: torch's thread count and the load (the
+    1-minute load average at the end, where the system reports one)."""
+    import torch
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return dict(threads=torch.get_num_threads(), cores=os.cpu_count(), load_average=load)
+
+
+def wall_time_line(seconds: float, threads: int, cores: Optional[int],
+                   load_average: Optional[float]) -> str:
+    """The closing line: the run's wall time and the conditions it was measured in."""
+    load = '' if load_average is None else f', load average {load_average:.1f}'
+    return f'[demo] wall time {_clock(seconds)} (torch threads {threads}, cores {cores}{load})'
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     started = time.time()
@@ -262,10 +280,12 @@ def main(argv=None) -> None:
     results = {}
     for task in args.tasks:
         results[task] = demo_task(task, args.work_dir, base, args.cfg_options)
+    seconds = time.time() - started
+    conditions = run_conditions()
     with open(osp.join(args.work_dir, 'demo_results.json'), 'w') as f:
-        json.dump(dict(base=base, results=results, seconds=time.time() - started), f, indent=1)
+        json.dump(dict(base=base, results=results, seconds=seconds, **conditions), f, indent=1)
     print(summary(results, base), flush=True)
-    print(f'\n[demo] {_clock(time.time() - started)} in all; results also in '
+    print(f'\n{wall_time_line(seconds, **conditions)}; results also in '
           f'{osp.join(args.work_dir, "demo_results.json")}', flush=True)
     if WARNINGS.messages:
         print(f'[demo] the runs warned ({len(WARNINGS.messages)} distinct; each run\'s '

@@ -103,3 +103,12 @@ def test_the_table_has_a_column_per_setting_and_says_the_adapters_budgets():
     assert row[:6] == ['ade', 'mIoU', '2.100', '50.000', '60.000', '61.000']
     text = ' '.join(lines)
     assert 'LoRA r=2 adds 226,384 and FLoRA r=10 adds 238,490 trunk parameters' in text
+
+
+def test_the_closing_line_gives_the_wall_time_with_threads_and_load():
+    line = demo.wall_time_line(317.4, threads=2, cores=2, load_average=6.04)
+    assert line == '[demo] wall time 5:17 (torch threads 2, cores 2, load average 6.0)'
+    line = demo.wall_time_line(61, threads=1, cores=4, load_average=None)
+    assert line == '[demo] wall time 1:01 (torch threads 1, cores 4)'
+    conditions = demo.run_conditions()
+    assert conditions['threads'] >= 1 and set(conditions) == {'threads', 'cores', 'load_average'}
