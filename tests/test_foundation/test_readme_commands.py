@@ -1,7 +1,8 @@
 """README's code blocks run as README shows them, on a temporary copy of the repository.
 
-The convention: the line before every fenced code block of README.md is an HTML comment (not
-rendered) that says how this test treats the block:
+The convention: the line before every fenced code block of README.md (a fence that names its
+language, ```bash or ```python; a bare ``` fence is printed output, not code) is an HTML comment
+(not rendered) that says how this test treats the block:
 
 ``<!-- readme-test: run -->``
     Run it. A bash block runs line by line (``bash -c``, in the copy's root, ``.venv`` there
@@ -99,7 +100,12 @@ def block_problems(blocks: List[Block]) -> List[str]:
     for block in blocks:
         where = f'README.md:{block.line} ({block.lang})'
         if not block.mode:
-            problems.append(f'{where}: no <!-- readme-test: run | skip: reason | see test -->')
+            problems.append(
+                f'{where}: no <!-- readme-test ... --> comment on the line before the block; '
+                'add <!-- readme-test: run --> (the suite runs it; a slow line gets a quick '
+                'equivalent in QUICK of tests/test_foundation/test_readme_commands.py), '
+                '<!-- readme-test: skip: <why it cannot run here> --> or '
+                '<!-- readme-test: see tests/<file>.py::<test that checks it> -->')
         elif block.mode == 'skip' and len(block.arg) < 10:
             problems.append(f'{where}: a skip needs its reason')
         elif block.mode == 'see':
@@ -131,7 +137,8 @@ def test_a_block_without_a_comment_or_a_reason_is_a_problem():
     assert commands(blocks[3]) == ['true']
     problems = block_problems(blocks)
     assert len(problems) == 3
-    assert 'README.md:3 (bash): no <!-- readme-test' in problems[0]
+    assert 'README.md:3 (bash): no <!-- readme-test ... --> comment' in problems[0]
+    assert 'add <!-- readme-test: run -->' in problems[0]
     assert 'a skip needs its reason' in problems[1] and 'does not exist' in problems[2]
 
 
@@ -160,7 +167,7 @@ def repo_copy(tmp_path_factory):
 def run_in(root: Path, args: List[str], what: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(root))
     result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f'{what}: exit {result.returncode}\n{output[-4000:]}'
     assert 'Traceback' not in output, f'{what}: a traceback\n{output[-4000:]}'
