@@ -21,8 +21,10 @@ command that exits non-zero, prints a traceback, or floods the console (more tha
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, NamedTuple
 
@@ -148,6 +150,22 @@ def test_every_quick_equivalent_is_for_a_line_readme_shows():
     assert not set(QUICK) - shown, f'stale QUICK entries: {sorted(set(QUICK) - shown)}'
 
 
+def test_a_hung_command_is_stopped_with_what_it_started(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], 'TIMEOUT', 1)
+    child = tmp_path / 'child.pid'
+    with pytest.raises(pytest.fail.Exception, match='still running after 1 s'):
+        run_in(tmp_path, ['bash', '-c', f'sleep 60 & echo $! > {child}; wait'], 'a hang')
+    pid = int(child.read_text())
+    for _ in range(50):  # killed; gone once init has reaped it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f'the hung command\'s child {pid} is still there')
+
+
 @pytest.fixture(scope='module')
 def repo_copy(tmp_path_factory):
     """The tracked files of the repository in a temporary folder, ``.venv`` linked to this
@@ -164,12 +182,23 @@ def repo_copy(tmp_path_factory):
     return root
 
 
+#: Seconds a command may take before it counts as hung (a loaded machine is many times slower).
+TIMEOUT = 1200
+
+
 def run_in(root: Path, args: List[str], what: str) -> None:
+    """Run ``args`` in ``root``; a hung command is stopped with everything it started."""
     env = dict(os.environ, PYTHONPATH=str(root))
-    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True,
-                            timeout=1200)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f'{what}: exit {result.returncode}\n{output[-4000:]}'
+    process = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the shell and the tools it started
+        process.communicate()
+        pytest.fail(f'{what}: still running after {TIMEOUT} s')
+    output = stdout + stderr
+    assert process.returncode == 0, f'{what}: exit {process.returncode}\n{output[-4000:]}'
     assert 'Traceback' not in output, f'{what}: a traceback\n{output[-4000:]}'
     lines = output.count('\n')
     assert lines <= MAX_LINES, f'{what}: {lines} lines\n{output[-4000:]}'
