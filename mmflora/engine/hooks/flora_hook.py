@@ -189,7 +189,7 @@ class FLoRAHook(Hook):
         check_mmengine_version()
         self._warn_about_earlier_hooks(runner)
         ensure_checkpoint_match_hook(runner)
-        config = self._resolve_config(model)
+        config = self.resolve_config(model)
         if config is not None:
             report = inject_adapters(model, config)
             if self.log_report:
@@ -209,7 +209,7 @@ class FLoRAHook(Hook):
         self._guard_adapter_init(model)
         self._model = model
 
-    def _resolve_config(self, model: nn.Module) -> Optional[AdapterConfig]:
+    def resolve_config(self, model: nn.Module) -> Optional[AdapterConfig]:
         """The configuration to inject with, or None to only load an adapter file."""
         if self.config is not None:
             return self.config
