@@ -20,14 +20,17 @@ CPU it is the highest running sum of the allocations and frees that ``torch.prof
 gradients, temporaries); memory that a library allocates behind PyTorch's back (oneDNN scratch
 space) is not seen.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import logging
 import math
+import os
 import statistics
 import time
 import warnings
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -339,8 +342,49 @@ def _cuda_peak(case: Case, device: torch.device) -> int:
     return case.persistent() + torch.cuda.max_memory_allocated(device) - allocated
 
 
+class CoreWarnings(logging.Handler):
+    """Keeps what the adapter core warns about while a benchmark builds its cases, instead of
+    printing it: ranks capped to a small layer, adapters larger than their update. The
+    benchmarks choose those settings on purpose (the paper's ranks on small layers), so each
+    would be a console line about nothing; ``messages`` (each distinct one once) go into the
+    results data.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+    @classmethod
+    @contextlib.contextmanager
+    def collect(cls) -> Iterator['CoreWarnings']:
+        """Within the block, the records of the core's logger (``mmflora``) are collected
+        here and not printed."""
+        handler, logger = cls(), logging.getLogger('mmflora')
+        propagate = logger.propagate
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            yield handler
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+
+#: ``KINETO_LOG_LEVEL`` above kineto's highest message level (VERBOSE 0 ... USDT 5). The
+#: profiler only counts allocations here, yet kineto logs two USDT lines at every start and
+#: stop and, in a CUDA build of torch on a machine without a GPU, a failed device count: a
+#: hundred lines for nothing. Read by kineto when the first profile starts.
+KINETO_SILENT = '6'
+
+
 def _cpu_peak(case: Case) -> int:
     from torch.profiler import ProfilerActivity, profile
+    os.environ.setdefault('KINETO_LOG_LEVEL', KINETO_SILENT)  # a level the user set stays
     before = case.persistent()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -348,6 +392,9 @@ def _cpu_peak(case: Case) -> int:
             case.step()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == '[memory]')
+    if not events:  # kineto's own messages are silenced: say it here
+        raise RuntimeError(f'{case.key}: the profiler recorded no allocation, so its peak '
+                           f'memory is unknown (run with KINETO_LOG_LEVEL=0 to see why)')
     running = highest = 0
     for _, nbytes in events:
         running += nbytes

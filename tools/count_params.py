@@ -21,10 +21,15 @@ column::
 
 ``table`` is the paper's table (a string) and ``percent`` the trained share of the backbone it
 reports for that row, in percent. Configs without it print '-'.
+
+The table goes to stdout; what building the models warned about (capped ranks, adapters
+larger than their update) follows it on stderr, one line per config and warning.
 """
 import argparse
+import logging
 import os.path as osp
 import sys
+import warnings
 from typing import Dict, Optional
 
 from mmengine.config import DictAction
@@ -35,6 +40,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmflora.adapters import AdapterConfig, count_params, inject_adapters  # noqa: E402
 from mmflora.adapters.bitfit import module_biases  # noqa: E402
 from mmflora.apis import ConfigError, build_model_from_config, load_config  # noqa: E402
+from mmflora.apis.console import WarningCollector  # noqa: E402
 from mmflora.engine.hooks.flora_hook import HOOK_OPTIONS, FLoRAHook  # noqa: E402
 
 #: The shape of the optional top-level ``paper_budget`` key.
@@ -158,20 +164,44 @@ def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
         biases=biases)
 
 
+def collect_build_warnings() -> WarningCollector:
+    """The warnings of building the models, kept for after the table instead of printed between
+    its rows (the per-layer injection logs below WARNING are dropped)."""
+    logger = MMLogger.get_instance('count_params', log_level='WARNING')
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler:  # the console; not a file handler
+            logger.removeHandler(handler)
+    collector = WarningCollector()
+    logger.addHandler(collector)
+    return collector
+
+
 def paper_column(budget: Optional[dict]) -> str:
     return '-' if budget is None else f'{budget["table"]}: {budget["percent"]:g}%'
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    MMLogger.get_instance('count_params', log_level='WARNING')  # no per-layer injection logs
+    collector = collect_build_warnings()
     header = (f'{"config":<52} {"method":<8} {"backbone adapter (M)":>21} '
               f'{"backbone %":>11} {"trainable (M)":>14} {"total (M)":>10}  paper')
     print(header)
     print('-' * len(header))
+    warned = []
     for index, path in enumerate(args.configs, start=1):
-        print(f'[{index}/{len(args.configs)}] building {path} ...', file=sys.stderr, flush=True)
-        row = describe(path, args.cfg_options, args.device)
+        if sys.stderr.isatty():  # a line of progress that the next row overwrites
+            print(f'\r[{index}/{len(args.configs)}] building {path} ...', end='',
+                  file=sys.stderr, flush=True)
+        with warnings.catch_warnings(record=True) as recorded:
+            row = describe(path, args.cfg_options, args.device)
+        warned += [(f'{path}: ', message) for message in collector.messages]
+        collector.messages = []
+        # the libraries' own warnings (deprecations) once, whichever config raised them
+        warned += [('', message) for message in
+                   dict.fromkeys(f'{item.category.__name__}: {item.message}' for item in recorded)
+                   if ('', message) not in warned]
+        if sys.stderr.isatty():
+            print('\r\033[K', end='', file=sys.stderr, flush=True)
         print(f'{row["config"]:<52} {row["method"]:<8} {row["backbone_adapter"] / 1e6:>21.2f} '
               f'{row["backbone_percent"]:>10.2f}% {row["trainable"] / 1e6:>14.2f} '
               f'{row["total"] / 1e6:>10.2f}  {paper_column(row["paper_budget"])}', flush=True)
@@ -180,6 +210,9 @@ def main(argv=None) -> None:
         if args.by_kind:
             for kind, count in sorted(row['by_kind'].items()):
                 print(f'{"":<52}   {kind:<24} {count / 1e6:>10.3f}')
+    sys.stdout.flush()
+    for where, message in warned:
+        print(f'{where}{message}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -1,30 +1,32 @@
-"""The CPU demo: FLoRA adapting a pretrained ConvNeXt-V2-atto to three dense tasks.
+"""The CPU demo: heads only, LoRA and FLoRA adapting a pretrained ConvNeXt-V2-atto to three
+dense tasks.
 
 For each task (COCO Mask R-CNN, DOTA Oriented R-CNN, ADE20K UperNet, on the small synthetic
-sets of tools/make_demo_data.py) it evaluates the freshly built model, trains FLoRA on a
-*random* base (the backbone's norms, neck and heads train too: configs/demo/*_demo.py), trains
-FLoRA on the *pretrained* base the way the paper does (the trunk frozen except its adapters;
-output norms, neck and heads train: configs/demo/*_demo_pretrained.py), evaluates both and
-prints one table::
+sets of tools/make_demo_data.py) it evaluates the model as built (pretrained trunk, untrained
+heads), then trains and evaluates three settings that differ only in the trunk's adapters:
+none (the trunk frozen, ``configs/demo/<task>_demo.py``), LoRA (``..._demo_lora.py``) and
+FLoRA at LoRA's parameter count (``..._demo_flora.py``). The output norms, neck and heads
+train in all three, on the same data, schedule and seed. It prints one table::
 
     python tools/demo.py                      # all three tasks
     python tools/demo.py --tasks ade          # one task
     python tools/demo.py --base my_atto.pth   # another pretrained atto checkpoint
+    python tools/demo.py --tasks ade --cfg-options train_cfg.max_iters=2   # a quick try
 
 The pretrained base is ``checkpoints/convnextv2_atto_procedural.pth``: written on first use by
-tools/pretrain_backbone.py (about ten minutes on 2 cores), reused afterwards. The console shows
-one progress line per run with an ETA; everything the runs log goes to
-``<work-dir>/<task>/<run>/console.log`` (and mmengine's own logs beside it). Run it from the
-repository root.
+tools/pretrain_backbone.py (10-25 minutes on 2 cores), reused afterwards. The console shows one
+progress line per run (on a terminal it counts the iterations, with an ETA); everything the
+runs log goes to ``<work-dir>/<task>/<run>/console.log`` (and mmengine's own logs beside it,
+the dW statistics of the adapter runs in ``<timestamp>/vis_data/scalars.json``). Run it from
+the repository root.
 """
 import argparse
-import contextlib
 import json
-import logging
 import os
 import os.path as osp
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Dict, Optional
 
@@ -32,9 +34,21 @@ TOOLS = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, TOOLS)
 sys.path.insert(0, osp.dirname(TOOLS))
 
-import make_demo_data  # noqa: E402
+from mmflora.openmp import wait_passively  # noqa: E402
 
-#: The pretrained base the *_demo_pretrained.py configs name.
+# Before torch loads OpenMP (see mmflora/openmp.py); the pretraining and DOTAMetric's worker
+# processes inherit it.
+wait_passively()
+
+import make_demo_data  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from mmflora.apis.console import RunConsole, WarningCollector  # noqa: E402
+
+#: Every run's warnings, shown once after the table.
+WARNINGS = WarningCollector()
+
+#: The pretrained base the demo configs name.
 DEFAULT_BASE = 'checkpoints/convnextv2_atto_procedural.pth'
 # task -> (config stem under configs/demo, dataset of make_demo_data, metrics in the table)
 TASKS = {
@@ -45,8 +59,10 @@ TASKS = {
 }
 # The demo evaluates once at the end of each run, so no validation during training.
 NO_VALIDATION = dict(val_cfg=None, val_dataloader=None, val_evaluator=None)
-COLUMNS = (('untrained', 'untrained'), ('random', 'FLoRA, random base'),
-           ('pretrained', 'FLoRA, pretrained base'))
+#: The table's columns: (key, config suffix, trained, heading). Trained columns differ only in
+#: the trunk's adapters.
+COLUMNS = (('untrained', '', False, 'untrained'), ('frozen', '', True, 'heads only'),
+           ('lora', '_lora', True, 'LoRA'), ('flora', '_flora', True, 'FLoRA'))
 
 
 def parse_args(argv=None):
@@ -55,6 +71,9 @@ def parse_args(argv=None):
     parser.add_argument('--base', help='pretrained ConvNeXt-V2-atto checkpoint (default: '
                         f'{DEFAULT_BASE}, pretrained on first use)')
     parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override entries of every run\'s config, e.g. '
+                        'train_cfg.max_iters=2 (the table then shows a few steps of training)')
     return parser.parse_args(argv)
 
 
@@ -96,23 +115,27 @@ def base_is_intact(path: str) -> bool:
 
 
 class Progress:
-    """One console line per run: what runs, how far, how long it will still take."""
+    """One console line per run: what runs and how long it took.
+
+    On a terminal the line is rewritten in place while the run trains (iteration, ETA);
+    elsewhere (a log file, CI) only the finished line is written.
+    """
 
     def __init__(self, stream, label: str) -> None:
         self.stream, self.label = stream, label
         self.started = time.time()
         self.tty = stream.isatty()
-        self.last_shown = -1.0
 
     def show(self, text: str, done: float = 0.0, final: bool = False) -> None:
+        if not (self.tty or final):
+            return
         elapsed = time.time() - self.started
         eta = (f', {_clock(elapsed * (1 - done) / done)} left' if 0 < done < 1 else '')
         line = f'[demo] {self.label}: {text} ({_clock(elapsed)}{eta})'
         if self.tty:
             self.stream.write('\r' + line.ljust(100) + ('\n' if final else ''))
-        elif final or done - self.last_shown >= 0.25 or done == 0:
+        else:
             self.stream.write(line + '\n')
-            self.last_shown = done
         self.stream.flush()
 
 
@@ -135,26 +158,32 @@ def progress_hook(progress: Progress):
     return DemoProgressHook()
 
 
-def run(config: str, work_dir: str, label: str, train: bool, base: Optional[str]) -> dict:
+def run(config: str, work_dir: str, label: str, train: bool, base: Optional[str],
+        cfg_options: Optional[dict] = None) -> dict:
     """Build a runner for ``config`` (its console output into a log file), train it when
-    asked, evaluate it; the metrics."""
+    asked, evaluate it.
+
+    Returns:
+        dict: ``metrics`` (name: value) and ``adapter``: the backbone's method, rank and
+        adapter parameter count.
+    """
     from mmengine.runner import Runner
 
-    from mmflora.apis import load_config
+    from mmflora.apis import load_config, unwrap_model
     from train import add_guard_hooks
 
     os.makedirs(work_dir, exist_ok=True)
     progress = Progress(sys.__stdout__, label)
     progress.show('building')
-    cfg = load_config(config)
+    cfg = load_config(config, cfg_options)
     cfg.work_dir = work_dir
     cfg.merge_from_dict(NO_VALIDATION)
     if base is not None and cfg.model.backbone.get('init_cfg'):
         cfg.model.backbone.init_cfg.checkpoint = base
     add_guard_hooks(cfg)
-    with open(osp.join(work_dir, 'console.log'), 'w') as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with RunConsole(osp.join(work_dir, 'console.log')) as console:
         runner = Runner.from_cfg(cfg)
+        console.watch(runner.logger)
         runner.register_hook(progress_hook(progress))
         if train:
             runner.train()
@@ -162,9 +191,15 @@ def run(config: str, work_dir: str, label: str, train: bool, base: Optional[str]
             runner.model.init_weights()
         progress.show('evaluating', 1.0)
         metrics = runner.test()
-        quiet_after_run(runner.logger, log)
-    progress.show('done', 1.0, final=True)
-    return {key: float(value) for key, value in metrics.items() if _is_number(value)}
+    for message in console.warnings.messages:
+        WARNINGS.add(message)
+    iterations = f'{runner.max_iters} iterations, ' if train else ''
+    progress.show(f'{iterations}evaluated', 1.0, final=True)
+    report = unwrap_model(runner.model).backbone.injection_report
+    adapter = dict(method=report.config.method, r=report.config.r,
+                   params=report.adapter_params)
+    return dict(metrics={key: float(value) for key, value in metrics.items()
+                         if _is_number(value)}, adapter=adapter)
 
 
 def _is_number(value) -> bool:
@@ -175,41 +210,65 @@ def _is_number(value) -> bool:
     return True
 
 
-def quiet_after_run(logger: logging.Logger, log) -> None:
-    """Point the run's console handler, which writes into ``log`` (closed next), at stderr for
-    errors only: later messages to this logger must neither fail nor fill the console."""
-    for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler, 'stream', None) is log:
-            handler.setStream(sys.__stderr__)
-            handler.setLevel(logging.ERROR)
-
-
-def demo_task(task: str, work_root: str, base: str) -> dict:
+def demo_task(task: str, work_root: str, base: str, cfg_options: Optional[dict] = None) -> dict:
+    """Every column of ``task``: its metrics, adapters and the task's wall time."""
     stem, _, keys = TASKS[task]
-    config = osp.join('configs', 'demo', f'{stem}.py')
-    pretrained = osp.join('configs', 'demo', f'{stem}_pretrained.py')
-    work_dir = osp.join(work_root, task)
     start = time.time()
-    results = dict(
-        untrained=run(config, osp.join(work_dir, 'untrained'), f'{task} untrained', False, None),
-        random=run(config, osp.join(work_dir, 'random_base'), f'{task} FLoRA, random base',
-                   True, None),
-        pretrained=run(pretrained, osp.join(work_dir, 'pretrained_base'),
-                       f'{task} FLoRA, pretrained base', True, base))
-    return dict(keys=keys, seconds=time.time() - start, **results)
+    results = dict(keys=keys)
+    for column, suffix, train, heading in COLUMNS:
+        config = osp.join('configs', 'demo', f'{stem}{suffix}.py')
+        results[column] = run(config, osp.join(work_root, task, column), f'{task} {heading}',
+                              train, base, cfg_options)
+    results['seconds'] = time.time() - start
+    return results
+
+
+def adapter_line(results: Dict[str, dict]) -> str:
+    """What the adapter columns add to the trunk, read from the runs themselves."""
+    added = []
+    for column in ('lora', 'flora'):
+        heading = next(h for key, _, _, h in COLUMNS if key == column)
+        counts = sorted({(res[column]['adapter']['r'], res[column]['adapter']['params'])
+                         for res in results.values()})
+        added.append(' / '.join(f'{heading} r={r} adds {params:,}' for r, params in counts))
+    text = (f'{" and ".join(added)} trunk parameters (equal budget: FLoRA\'s rank solved to '
+            f"LoRA's count). Every trained column also trains the output norms, neck and "
+            f'heads, on the same data, schedule and seed.')
+    return textwrap.fill(text, 100)
 
 
 def summary(results: Dict[str, dict], base: str) -> str:
-    header = f'{"task":<6} {"metric":<18}' + ''.join(f' {name:>23}' for _, name in COLUMNS)
+    """The table: a row per task and metric, a column per setting."""
+    width = 11
+    header = f'{"task":<6} {"metric":<18}' + ''.join(
+        f' {heading:>{width}}' for _, _, _, heading in COLUMNS)
     lines = ['', f'FLoRA CPU demo: ConvNeXt-V2-atto, synthetic data, pretrained base {base}',
-             header]
+             adapter_line(results), '', header]
     for task, res in results.items():
         for i, key in enumerate(res['keys']):
-            values = ''.join(f' {res[column].get(key, float("nan")):>23.3f}'
-                             for column, _ in COLUMNS)
+            values = ''.join(f' {res[column]["metrics"].get(key, float("nan")):>{width}.3f}'
+                             for column, _, _, _ in COLUMNS)
             when = f'   {res["seconds"] / 60:.1f} min' if i == 0 else ''
             lines.append(f'{task:<6} {key:<18}{values}{when}')
     return '\n'.join(lines)
+
+
+def run_conditions() -> dict:
+    """What the wall time depends on besides the CPU: torch's thread count and the load (the
+    1-minute load average at the end, where the system reports one)."""
+    import torch
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return dict(threads=torch.get_num_threads(), cores=os.cpu_count(), load_average=load)
+
+
+def wall_time_line(seconds: float, threads: int, cores: Optional[int],
+                   load_average: Optional[float]) -> str:
+    """The closing line: the run's wall time and the conditions it was measured in."""
+    load = '' if load_average is None else f', load average {load_average:.1f}'
+    return f'[demo] wall time {_clock(seconds)} (torch threads {threads}, cores {cores}{load})'
 
 
 def main(argv=None) -> None:
@@ -220,12 +279,19 @@ def main(argv=None) -> None:
     make_demo_data.main(['--out-dir', 'data/demo', '--datasets', *datasets])  # configs read it
     results = {}
     for task in args.tasks:
-        results[task] = demo_task(task, args.work_dir, base)
+        results[task] = demo_task(task, args.work_dir, base, args.cfg_options)
+    seconds = time.time() - started
+    conditions = run_conditions()
     with open(osp.join(args.work_dir, 'demo_results.json'), 'w') as f:
-        json.dump(dict(base=base, results=results, seconds=time.time() - started), f, indent=1)
+        json.dump(dict(base=base, results=results, seconds=seconds, **conditions), f, indent=1)
     print(summary(results, base), flush=True)
-    print(f'\n[demo] {_clock(time.time() - started)} in all; results also in '
+    print(f'\n{wall_time_line(seconds, **conditions)}; results also in '
           f'{osp.join(args.work_dir, "demo_results.json")}', flush=True)
+    if WARNINGS.messages:
+        print(f'[demo] the runs warned ({len(WARNINGS.messages)} distinct; each run\'s '
+              f'console.log has them in place):', file=sys.stderr)
+        for message in WARNINGS.messages:
+            print(f'  {message}', file=sys.stderr)
 
 
 # DOTAMetric evaluates in a spawn pool, which re-imports the main module: keep the guard.

@@ -20,15 +20,20 @@ FLoRA config itself (in eval mode every mergeable layer runs its cached merged w
 """
 import argparse
 import copy
+import os
 import os.path as osp
 import sys
 
-import torch
-from mmengine.config import DictAction
-from mmengine.logging import MMLogger
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmflora.adapters import inject_adapters, iter_adapter_layers, merge_and_unload  # noqa
+from mmflora.openmp import wait_passively  # noqa: E402
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+
+from mmflora.adapters import inject_adapters, iter_adapter_layers, merge_and_unload  # noqa: E402
 from mmflora.apis import (ConfigError, apply_adapter_file,  # noqa: E402
                           build_model_from_config, ensure_base_weights, load_config,
                           pretrained_init_modules)
@@ -162,6 +167,7 @@ def main(argv=None) -> None:
     print(f'[4/4] plain backbone vs adapted backbone: max |difference| = {error:.2e}', flush=True)
     if error > args.atol:
         raise SystemExit(f'the merged model differs by {error:.2e} > --atol {args.atol}')
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     torch.save(dict(state_dict=plain.state_dict(),
                     meta=dict(merged_from=args.checkpoint, config=args.config)), args.out)
     plain_config = write_plain_config(cfg, args.out)

@@ -8,11 +8,14 @@ both per layer (in model order) at the last logged step::
     python tools/plot_dw_stats.py work_dirs/x/20240101_120000/vis_data/scalars.json \\
         --out dw.png --step 8000 --layers backbone.stages.2
 
-Add ``dict(type='DeltaWeightStatsHook', interval=100)`` to ``custom_hooks`` to log them.
+The shipped runtimes log them every 500 iterations (``configs/_base_/runtimes/mmflora.py``),
+the demo configs every 20. For a run that logged none, the tool says which interval to set
+(``--cfg-options custom_hooks.<i>.interval=N`` for ``tools/train.py``).
 """
 import argparse
 import glob
 import json
+import os
 import os.path as osp
 import re
 import sys
@@ -26,7 +29,12 @@ Series = Dict[str, List[Tuple[int, float]]]
 
 
 def find_scalar_log(path: str) -> str:
-    """The scalars.json for ``path``: the file itself, or the newest run that logged dW stats."""
+    """The scalars.json for ``path``: the file itself, or the newest run that logged dW stats.
+
+    Raises:
+        FileNotFoundError: No scalars.json there.
+        ValueError: Only scalar logs without dW statistics (see :func:`why_no_statistics`).
+    """
     if osp.isfile(path):
         return path
     candidates = [osp.join(path, 'scalars.json'), osp.join(path, 'vis_data', 'scalars.json')]
@@ -37,10 +45,48 @@ def find_scalar_log(path: str) -> str:
         with open(candidate) as f:
             if any(f'"{NORM_MEAN}"' in line for line in f):
                 return candidate
-    raise FileNotFoundError(
-        f'no scalars.json with dW statistics under {path} (looked at {existing or candidates}); '
-        f'train with custom_hooks=[dict(type="DeltaWeightStatsHook", interval=N)] and the '
-        f'default LocalVisBackend')
+    if not existing:
+        raise FileNotFoundError(
+            f'no scalars.json under {path} (looked at {candidates}): give a work dir of a '
+            f'training run, a run folder in it or its vis_data/scalars.json')
+    raise ValueError(why_no_statistics(existing[0]))
+
+
+def why_no_statistics(scalar_log: str) -> str:
+    """Why a run's scalar log has no dW statistics, and the interval that would log them.
+
+    Reads the last iteration the log reached and the run's config (``config.py`` beside the
+    log, written by mmengine's LocalVisBackend).
+    """
+    last = 0
+    with open(scalar_log) as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                last = max(last, int(record.get('step', record.get('iter', 0))))
+    suggested = max(1, last // 4)
+    config = osp.join(osp.dirname(scalar_log), 'config.py')
+    hooks = []
+    if osp.isfile(config):
+        from mmengine.config import Config
+        hooks = list(Config.fromfile(config, import_custom_modules=False).get('custom_hooks')
+                     or [])
+    found = [(i, hook) for i, hook in enumerate(hooks)
+             if str(hook.get('type')).split('.')[-1] == 'DeltaWeightStatsHook']
+    where = f'{scalar_log} holds no dW statistics ({NORM_MEAN!r}); the run logged up to ' \
+            f'iteration {last}'
+    if not found:
+        return (f'{where} and its config has no DeltaWeightStatsHook: add '
+                f"dict(type='DeltaWeightStatsHook', interval={suggested}) to custom_hooks")
+    index, hook = found[0]
+    interval = hook.get('interval', 100)
+    if interval > last:
+        return (f'{where}, and its DeltaWeightStatsHook (custom_hooks[{index}]) logs every '
+                f'{interval}: train with an interval of at most {last}, e.g. tools/train.py '
+                f'... --cfg-options custom_hooks.{index}.interval={suggested}')
+    return (f'{where} with DeltaWeightStatsHook every {interval}, so the model has no adapter '
+            f'layer to measure (a frozen, BitFit or full fine-tuning run): plot a run with '
+            f'adapters')
 
 
 def read_dw_series(scalar_log: str) -> Series:
@@ -57,7 +103,7 @@ def read_dw_series(scalar_log: str) -> Series:
                 if key.startswith('dw/') and isinstance(value, (int, float)):
                     series.setdefault(key, []).append((int(step), float(value)))
     if NORM_MEAN not in series:
-        raise ValueError(f'{scalar_log} holds no {NORM_MEAN!r} entries')
+        raise ValueError(why_no_statistics(scalar_log))
     return series
 
 
@@ -128,9 +174,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    scalar_log = find_scalar_log(args.path)
+    try:
+        scalar_log = find_scalar_log(args.path)
+        series = read_dw_series(scalar_log)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f'error: {error}') from None
     out = args.out or osp.join(osp.dirname(scalar_log), 'dw_stats.png')
-    plot(read_dw_series(scalar_log), out, args.step, args.layers, args.title)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    plot(series, out, args.step, args.layers, args.title)
     print(f'wrote {out} from {scalar_log}')
     return out
 

@@ -26,7 +26,9 @@ It writes, each atomically (temporary file, then rename):
     sha256.
 
 The weights are a pure function of the arguments (``--threads`` included)
-for a given torch build and CPU: the data comes from explicit NumPy
+for a given torch build and CPU type (the sidecar records
+``cpu_capability``, the instruction set torch's kernels use; another CPU type
+gives another file): the data comes from explicit NumPy
 generators, the model is initialised from ``--seed``, and
 ``torch.use_deterministic_algorithms`` is on. The file is bit-identical too
 (saved from memory, so no file name leaks into the archive).
@@ -48,10 +50,9 @@ import sys
 import time
 from typing import Optional
 
-# OpenMP threads busy-wait by default: when other jobs share the cores, two
-# threads then run several times slower than one. Passive waiting avoids it;
-# it must be set before torch loads OpenMP, and only changes scheduling.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+from mmflora.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -281,6 +282,8 @@ def pretrain(args: argparse.Namespace) -> dict:
         cpu_time_s=cpu_time,  # all threads; barely moves when other jobs share the cores
         torch_version=torch.__version__,
         python_version=platform.python_version(),
+        # the weights depend on the kernels torch picks for this CPU (and on the threads)
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
         sha256=sha256)
     record['depths'], record['dims'] = list(record['depths']), list(record['dims'])
     write_atomically(args.out + '.json', (json.dumps(record, indent=2) + '\n').encode())

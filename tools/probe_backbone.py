@@ -15,10 +15,14 @@ import argparse
 import json
 import sys
 
-import torch
+from mmflora.openmp import wait_passively
 
-from mmflora.apis.linear_probe import probe_against_random
-from mmflora.apis.procedural_base import build_classifier
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+import torch  # noqa: E402
+
+from mmflora.apis.linear_probe import probe_against_random  # noqa: E402
+from mmflora.apis.procedural_base import build_classifier  # noqa: E402
 
 
 def main(argv=None) -> dict:

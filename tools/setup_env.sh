@@ -78,7 +78,9 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 step "build tools (pip, wheel, ninja)"
-"${PIP[@]}" install -q --upgrade pip wheel ninja
+if ! "$PY" -c "import wheel, ninja" 2>/dev/null; then
+  "${PIP[@]}" install -q --upgrade pip wheel ninja
+fi
 
 step "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
 if ! "$PY" -c "import torch, torchvision, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
@@ -197,7 +199,30 @@ if ! mmcv_ok; then
 fi
 
 step "mmflora and the OpenMMLab stack (mmdet, mmseg, mmrotate, timm) + test tools"
-"${PIP[@]}" install -q -e "$ROOT[tests,bench]"
+# Installed already when: mmflora is installed editable from this checkout, by this setup.py
+# (its sha256 is kept in the environment), and every requirement of it and of its tests and
+# bench extras is installed at a version it allows. Otherwise (re)install.
+SETUP_STAMP="$VENV/.mmflora-setup.sha256"
+setup_sum="$(sha256sum "$ROOT/setup.py" | cut -d' ' -f1)"
+if [ "$(cat "$SETUP_STAMP" 2>/dev/null)" = "$setup_sum" ] && "$PY" - "$ROOT" <<'EOF' 2>/dev/null
+import json, os, sys
+from importlib import metadata
+from packaging.requirements import Requirement
+dist = metadata.distribution('mmflora')
+url = json.loads(dist.read_text('direct_url.json') or '{}')
+assert url.get('dir_info', {}).get('editable'), 'not an editable install'
+assert os.path.samefile(url['url'].removeprefix('file://'), sys.argv[1]), 'another checkout'
+for line in dist.requires or []:
+    req = Requirement(line)
+    if req.marker is None or any(req.marker.evaluate({'extra': e}) for e in ('tests', 'bench')):
+        assert req.specifier.contains(metadata.version(req.name), prereleases=True), line
+EOF
+then
+  echo "[setup] mmflora is installed from this checkout with all its requirements"
+else
+  "${PIP[@]}" install -q -e "$ROOT[tests,bench]"
+  echo "$setup_sum" > "$SETUP_STAMP"
+fi
 
 step "check the stack imports together"
 "$PY" - <<'EOF'

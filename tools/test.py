@@ -10,14 +10,28 @@ Works for MMDetection, MMRotate and MMSegmentation configs alike (the config's
 
 CKPT is an mmengine checkpoint (full, or slim with AdapterCheckpointHook in the config) or an
 adapter file; the frozen base of an adapter file comes from the config's Pretrained init_cfg.
+
+The console shows the metrics, then the warnings the run logged (stderr); everything the run
+printed (config, environment, progress, the evaluator's tables) is in
+``<work-dir>/console.log`` (``console_rank<r>.log`` for the other ranks of a distributed run),
+and mmengine's log of the run beside it as usual.
 """
 import argparse
 import logging
+import os
+import os.path as osp
 
-from mmengine.logging import print_log
+from mmflora.openmp import wait_passively
+
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+from mmengine.dist import get_rank  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+
+from mmflora.apis.console import RunConsole  # noqa: E402
 
 # tools/ is on sys.path when run as a script.
-from train import build_runner, close_distributed, parse_common_args, prepare_config
+from train import build_runner, close_distributed, parse_common_args, prepare_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -83,6 +97,25 @@ def load_adapter_file(runner, path: str) -> None:
     runner.logger.info(f'applied the adapter file {path} on the pretrained base')
 
 
+def console_log_path(work_dir: str) -> str:
+    """Where a process's console output goes: ``console.log``, or per rank beyond the first."""
+    rank = int(os.environ.get('RANK', '0'))
+    return osp.join(work_dir, 'console.log' if rank == 0 else f'console_rank{rank}.log')
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line per metric, names aligned."""
+    width = max((len(name) for name in metrics), default=0)
+    lines = []
+    for name, value in metrics.items():
+        try:
+            shown = f'{round(float(value), 4):g}'
+        except (TypeError, ValueError):
+            shown = str(value)
+        lines.append(f'{name:<{width}}  {shown}')
+    return '\n'.join(lines)
+
+
 def dump_metric(cfg, out: str):
     """A metric that stores every prediction in ``out`` (detection masks RLE-encoded)."""
     if cfg.get('default_scope') in ('mmdet', 'mmrotate'):
@@ -101,12 +134,23 @@ def main(argv=None):
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
-    runner = build_runner(cfg)
-    if adapter_file and not by_hook:
-        load_adapter_file(runner, args.checkpoint)
-    if args.out is not None:
-        runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
-    runner.test()
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    console_log = console_log_path(cfg.work_dir)
+    with RunConsole(console_log) as console:
+        runner = build_runner(cfg)
+        console.watch(runner.logger)
+        if adapter_file and not by_hook:
+            load_adapter_file(runner, args.checkpoint)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
+        metrics = runner.test()
+    if get_rank() == 0:
+        what = 'adapter file' if adapter_file else 'checkpoint'
+        print(f'{args.checkpoint} ({what}) on {args.config}:\n{format_metrics(metrics)}')
+        if args.out is not None:
+            print(f'predictions: {args.out}')
+        print(f"the run's output: {console_log}; its log and metrics: {runner.log_dir}")
+    console.print_warnings()
     close_distributed()
 
 

@@ -15,14 +15,18 @@ import argparse
 import os
 import os.path as osp
 
-import torch
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.device import get_device
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmflora.openmp import wait_passively
 
-import mmflora.engine  # noqa: F401  (registers the hooks every run gets, see add_guard_hooks)
-from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401
+wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
+
+import torch  # noqa: E402
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.device import get_device  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmflora.engine  # noqa: F401,E402  (registers the hooks every run gets, see add_guard_hooks)
+from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401,E402
 
 #: Hooks every run of these tools gets unless its config lists them already (see
 #: mmflora.engine): refuse a checkpoint that does not fit the model; keep the random state in

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, List, Optional
 
 import torch
 
+from ..harness import CoreWarnings
 from .compile import run_compile
 from .core import run_core_checks
 from .report import environment, render
@@ -195,7 +196,9 @@ def main(argv=None, started: Optional[float] = None) -> int:
     }
     stopped = False
     try:
-        with alarm_at(limit):
+        with alarm_at(limit), CoreWarnings.collect() as core_warnings:
+            # the list fills as the sections build their cases
+            results['core_warnings'] = core_warnings.messages
             for name in sections_wanted:
                 if name == 'compile' and limit - time.monotonic() < profile['compile_min_s']:
                     results['sections'][name] = dict(

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from ..harness import keep_freed_memory
+from ..harness import CoreWarnings, keep_freed_memory
 from ..machine import cpu_name, package_versions
 from ..models import match_ranks
 from .backbone import run_backbone
@@ -135,7 +135,13 @@ def main(argv=None) -> str:
         with open(args.from_json) as f:
             results = json.load(f)
     else:
-        results = measure_all(args, profile, device, sections, command.strip(), log)
+        with CoreWarnings.collect() as core_warnings:
+            results = measure_all(args, profile, device, sections, command.strip(), log)
+        results['core_warnings'] = core_warnings.messages
+        if core_warnings.messages:
+            log(f'  the adapter core warned {len(core_warnings.messages)} times building the '
+                f'cases (capped ranks, adapters larger than their update: the settings '
+                f'compared); "core_warnings" in the results data lists them')
     notes = read_notes(args.notes or (None if args.quick else osp.join(HERE, 'closing_notes.md')))
     text = render(results, notes)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)

@@ -10,7 +10,7 @@ from mmflora.adapters.paths import MEASURE_WITHIN
 from ..records import find, ratio
 from ..settings import MiB, PAPER
 from .path_choice import FIXED_PATHS
-from .targets import summary
+from .targets import NOT_JUDGED, summary
 
 
 def fmt_ratio(value: float, digits: int = 2) -> str:
@@ -315,7 +315,10 @@ def storage_section(st: dict) -> List[str]:
 def summary_lines(results: dict) -> List[str]:
     """One line per target: the measured ratio, the target, what it rests on, the verdict."""
     lines = ['## Summary', '']
-    for entry in summary(results):
+    entries = summary(results)
+    if entries and all(entry['verdict'] == NOT_JUDGED for entry in entries):
+        lines += ['A quick run: the shapes only check the harness, so no target is judged.', '']
+    for entry in entries:
         value, limit = entry['value'], entry['limit']
         shown = f'{value:.3f}'
         if value == value and float(shown) == limit and value != limit:  # 0.10003 is no 0.100

@@ -1,7 +1,9 @@
 """The targets of issues 6 and 12 and the summary entries measured against them.
 
 Each entry is results data: the measured ratio, its target (an upper limit) and the verdict,
-PASS when the ratio is finite and at most the limit, else MISS.
+PASS when the ratio is finite and at most the limit, else MISS; NOT JUDGED in a run whose
+profile says ``judge_targets=False`` (--quick: shapes too small for the targets to mean
+anything).
 """
 import math
 from typing import Dict, List, Optional
@@ -33,6 +35,10 @@ TARGETS = [
     ('merged_infer', 'merged FLoRA inference vs the base model', 1.01),
     ('storage', 'adapter file vs full checkpoint ({model}, paper budget)', 0.10),
 ]
+
+
+#: The verdict of every entry of a run that does not judge its targets (--quick).
+NOT_JUDGED = 'NOT JUDGED'
 
 
 def verdict(value: float, limit: float) -> str:
@@ -97,10 +103,11 @@ def summary(results: dict) -> List[dict]:
     measured = measured_ratios(results)
     notes = path_notes(results)
     model = results.get('storage', {}).get('model', '?')
+    judged = results.get('profile', {}).get('judge_targets', True)
     entries = []
     for key, text, limit in TARGETS:
         entry = dict(key=key, text=text.format(model=model), value=measured[key], limit=limit,
-                     verdict=verdict(measured[key], limit))
+                     verdict=verdict(measured[key], limit) if judged else NOT_JUDGED)
         if key in notes:
             entry['note'] = notes[key]
         entries.append(entry)

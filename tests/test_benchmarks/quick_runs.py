@@ -34,7 +34,8 @@ def quick_run(script: str, out: pathlib.Path, watched: Sequence[str], timeout: i
         timeout (int): Seconds the run may take.
 
     Returns:
-        dict: ``out``, the results ``data`` and the fingerprints ``before`` and ``after``.
+        dict: ``out``, the results ``data``, the fingerprints ``before`` and ``after`` and the
+        console ``output`` (stdout, then stderr).
     """
     before = [fingerprint(p) for p in watched]
     proc = subprocess.run([sys.executable, script, '--quick', '--out', str(out)], cwd=ROOT,
@@ -42,4 +43,11 @@ def quick_run(script: str, out: pathlib.Path, watched: Sequence[str], timeout: i
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = [fingerprint(p) for p in watched]
     data = json.loads(out.with_suffix('.json').read_text())
-    return dict(out=out, data=data, before=before, after=after)
+    return dict(out=out, data=data, before=before, after=after,
+                output=proc.stdout + proc.stderr)
+
+
+#: What kineto (the profiler behind the CPU memory measurement) prints unless silenced: two
+#: lines at every profile start and stop, and a failed CUDA device count on a machine without
+#: a GPU.
+PROFILER_NOISE = ('USDT:', 'profiler_start', 'gpuGetDeviceCount', 'STAGE:')

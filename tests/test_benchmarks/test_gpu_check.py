@@ -21,7 +21,7 @@ from benchmarks.models import DECIDERS, census_text, make_backbone
 from benchmarks.records import FIXED_PATHS
 from benchmarks.settings import ADAPT
 from mmflora.adapters import inject_adapters, iter_adapter_layers
-from .quick_runs import ROOT, committed, fingerprint
+from .quick_runs import PROFILER_NOISE, ROOT, committed, fingerprint
 
 SCRIPT = osp.join(ROOT, 'benchmarks', 'gpu_check.py')
 GUARD = osp.join(osp.dirname(osp.abspath(__file__)), 'run_without_openmmlab.py')
@@ -47,6 +47,12 @@ def test_gpu_check_needs_no_openmmlab_and_no_installed_mmflora(quick):
     stderr = quick['proc'].stderr
     assert 'BLOCKED-IMPORTS: [] LOADED: []' in stderr, stderr[-2000:]
     assert f"MMFLORA-FROM: {osp.join(ROOT, 'mmflora', '__init__.py')}" in stderr
+
+
+def test_the_console_has_no_profiler_or_cuda_probe_lines(quick):
+    output = quick['proc'].stdout + quick['proc'].stderr
+    noise = [line for line in output.splitlines() if any(mark in line for mark in PROFILER_NOISE)]
+    assert not noise, noise[:5]
 
 
 def test_quick_mode_leaves_the_committed_gpu_report_alone(quick):

@@ -26,8 +26,9 @@ def test_configs_tree_has_paper_budget_baseline_and_demo_configs():
                          'dora_r8', 'dora_r16', 'dora_r32'):
             assert f'baselines/{baseline}_{task}.py' in names
     demos = sorted(n for n in names if n.startswith('demo/'))
-    assert len(demos) == 6  # each task on a random base and on the pretrained one
-    assert sum(n.endswith('_pretrained.py') for n in demos) == 3
+    assert len(demos) == 9  # each task: heads only, LoRA, FLoRA
+    assert sum(n.endswith('_lora.py') for n in demos) == sum(
+        n.endswith('_flora.py') for n in demos) == 3
 
 
 @pytest.mark.parametrize('path', CONVNEXT_CONFIGS, ids=config_id)
@@ -155,17 +156,35 @@ def test_baseline_configs_replace_only_the_adapter(task, baseline, adapter):
     assert cfg.to_dict() == paper.to_dict()
 
 
-def test_demo_configs_use_atto_on_a_random_base_or_the_pretrained_one():
-    for path in sorted((CONFIG_DIR / 'demo').glob('*.py')):
-        cfg = Config.fromfile(str(path))
-        assert cfg.model.backbone.arch == 'atto', path
-        assert cfg.model.backbone.adapter.method == 'flora', path
-        assert 'data/demo/' in str(cfg.train_dataloader.dataset.data_root) + '/', path
-        if path.stem.endswith('_pretrained'):  # the paper's way: only adapters train in the trunk
-            assert cfg.model.backbone.init_cfg == dict(
-                type='Pretrained', checkpoint='checkpoints/convnextv2_atto_procedural.pth'), path
-            assert cfg.model.backbone.adapter.trainable is None, path
-        else:  # a random base: its norms train too
-            assert cfg.model.backbone.init_cfg is None, path
-            assert cfg.model.backbone.adapter.trainable == ['norm', 'grn'], path
+DEMO_BASES = sorted(p for p in (CONFIG_DIR / 'demo').glob('*_demo.py'))
+DEMO_ADAPTERS = {
+    'lora': dict(method='lora', r=2, mode='structured', lora_conv_form='loralib'),
+    'flora': dict(method='flora', r=10, r_kernel=2, scale=4.0, mode='dense'),
+}
+
+
+@pytest.mark.parametrize('base', DEMO_BASES, ids=lambda p: p.stem)
+def test_demo_columns_differ_only_in_the_trunks_adapters(base):
+    heads_only = Config.fromfile(str(base))
+    assert heads_only.model.backbone.arch == 'atto'
+    assert heads_only.model.backbone.adapter == dict(method='none')
+    assert heads_only.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint='checkpoints/convnextv2_atto_procedural.pth')
+    assert 'data/demo/' in str(heads_only.train_dataloader.dataset.data_root) + '/'
+    for suffix, adapter in DEMO_ADAPTERS.items():
+        cfg = Config.fromfile(str(base.with_name(f'{base.stem}_{suffix}.py')))
+        assert cfg.model.backbone.adapter == adapter
+        cfg.model.backbone.adapter = heads_only.model.backbone.adapter
+        assert cfg.to_dict() == heads_only.to_dict()
     assert ATTO_DIMS == (40, 80, 160, 320)
+
+
+def test_demo_flora_rank_is_solved_to_the_demo_loras_count():
+    from mmflora.adapters import planned_adapter_params, solve_rank
+    from mmflora.models import ConvNeXtV2
+    trunk = ConvNeXtV2(arch='atto')
+    lora = dict(DEMO_ADAPTERS['lora'])
+    lora_count = planned_adapter_params(trunk, lora.pop('method'), **lora)
+    flora = dict(DEMO_ADAPTERS['flora'])
+    del flora['method'], flora['r']
+    assert solve_rank(trunk, 'flora', lora_count, **flora)[0] == DEMO_ADAPTERS['flora']['r']

@@ -109,13 +109,38 @@ class TestDeltaWeightStatsHook(ToyRunnerTestCase):
     def test_plot_tool_renders_the_logged_statistics(self):
         self.run_training([FLORA, dict(type='DeltaWeightStatsHook', interval=1)], max_iters=3)
         tool = load_plot_tool()
-        out = osp.join(self.temp_dir.name, 'dw.png')
+        out = osp.join(self.temp_dir.name, 'plots', 'x', 'dw.png')  # folders made as needed
         self.assertEqual(tool.main([self.temp_dir.name, '--out', out]), out)
         with open(out, 'rb') as f:
             self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
         series = tool.read_dw_series(tool.find_scalar_log(self.temp_dir.name))
         self.assertEqual([s for s, _ in series['dw/norm_mean']], [1, 2, 3])
         self.assertEqual(list(tool.layer_values(series, 'dw/amp/', 3, ['^fc'])), ['fc1', 'fc2'])
+
+    def test_plot_tool_names_the_interval_to_set_when_a_run_logged_none(self):
+        # the shipped runtimes log every 500 iterations; a short run logs nothing
+        self.run_training([FLORA, dict(type='DeltaWeightStatsHook', interval=500)], max_iters=8)
+        tool = load_plot_tool()
+        with self.assertRaisesRegex(SystemExit, r'up to iteration 8.*every 500.*'
+                                    r'--cfg-options custom_hooks\.1\.interval=2'):
+            tool.main([self.temp_dir.name])
+
+    def test_readme_names_the_keys_the_logs_hold(self):
+        import re
+        self.run_training([FLORA, dict(type='DeltaWeightStatsHook', interval=2)], max_iters=4,
+                          log_level='INFO')
+        (text_log, ) = glob.glob(osp.join(self.temp_dir.name, '*', '*.log'))
+        with open(text_log) as f:
+            text_keys = set(re.findall(r'\b(dw_\w+): ', f.read()))
+        json_keys = {re.sub(r'^(dw/(norm|amp)/).+$', r'\1<layer>', key)
+                     for record in self.scalar_records() for key in record
+                     if key.startswith('dw')}
+        with open(osp.join(REPO, 'README.md')) as f:
+            readme = f.read()
+        section = readme[readme.index('(`DeltaWeightStatsHook`'):][:600]
+        named = set(re.findall(r'`(dw[_/][\w/<>]+)`', section))
+        self.assertEqual(text_keys, {'dw_norm_mean', 'dw_amp_mean', 'dw_stats_time'})
+        self.assertEqual(named, text_keys | json_keys)
 
 
 class TestDeltaWeightStatsTiming(RunnerTestCase):

@@ -76,6 +76,19 @@ def test_adapter_core_snippet_runs(tmp_path):
     assert (tmp_path / 'adapter.safetensors').is_file()
 
 
+def test_hooks_example_builds_every_hook():
+    from mmengine.registry import HOOKS
+
+    import mmflora.engine  # noqa: F401  (what the example's custom_imports pulls in)
+    (block, ) = python_blocks("dict(type='FLoRAHook'")
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace['custom_imports']['imports'] == ['mmflora.models', 'mmflora.engine']
+    hooks = [HOOKS.build(dict(hook)) for hook in namespace['custom_hooks']]
+    assert [type(h).__name__ for h in hooks] == [
+        'FLoRAHook', 'AdapterCheckpointHook', 'DeltaWeightStatsHook']
+
+
 def test_transformer_snippet_adapts_every_linear_layer_of_the_vit():
     (block, ) = python_blocks("# mmseg's ViT: every linear layer")
     result = subprocess.run([sys.executable, '-c', block], capture_output=True, text=True,

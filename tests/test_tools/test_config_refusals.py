@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location('mmflora_tools_test', REPO / 'too
 test_tool = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(test_tool)
 
-DEMO = str(REPO / 'configs' / 'demo' / 'upernet_convnextv2_atto_demo.py')
+DEMO = str(REPO / 'configs' / 'demo' / 'upernet_convnextv2_atto_demo_flora.py')
 
 
 def refusal(main, argv) -> str:

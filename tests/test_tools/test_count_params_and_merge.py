@@ -6,14 +6,18 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_convnextv2_atto_demo.py')
+DEMO = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_convnextv2_atto_demo_flora.py')
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 
 def write_config(tmp_path, name: str, body: str) -> str:
+    """``body`` on the demo's FLoRA Mask R-CNN with a random base (no pretrained checkpoint)."""
+    base = osp.join(tmp_path, 'flora_random_base.py')
+    with open(base, 'w') as f:
+        f.write(f'_base_ = {DEMO!r}\nmodel = dict(backbone=dict(init_cfg=None))\n')
     path = osp.join(tmp_path, name)
     with open(path, 'w') as f:
-        f.write(f'_base_ = {DEMO!r}\n{body}\n')
+        f.write(f'_base_ = {base!r}\n{body}\n')
     return path
 
 
@@ -28,6 +32,20 @@ def test_count_params_reports_the_backbone_adapter_budget(tmp_path, capsys):
                                       targets=['Conv2d', 'Linear'])
     assert row.split()[1] == 'flora'
     assert float(row.split()[2]) == pytest.approx(expected / 1e6, abs=0.006)
+
+
+def test_count_params_prints_the_table_on_stdout_and_warnings_after_it_on_stderr(tmp_path,
+                                                                                 capsys):
+    import count_params
+    capped = write_config(tmp_path, 'capped.py', 'model = dict(backbone=dict(adapter=dict(r=10)))')
+    plain = write_config(tmp_path, 'plain.py', 'model = dict(backbone=dict(adapter=dict(r=2)))')
+    count_params.main([capped, plain])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith('config') and set(lines[1]) == {'-'}
+    assert [line.split()[0] for line in lines[2:]] == ['capped.py', 'plain.py']
+    assert f"{capped}: warning: flora: ranks capped to the mode size" in err
+    assert 'plain.py:' not in err
 
 
 # Built on the meta device by count_params.describe: shapes only, seconds for ConvNeXt-V2-L.
@@ -77,6 +95,7 @@ def test_count_params_says_which_biases_bitfit_trains(tmp_path, capsys):
 
 
 def test_merge_adapter_writes_a_checkpoint_the_plain_config_loads(tmp_path):
+    # into folders that do not exist yet, as README's `--out work_dirs/x/merged.pth`
     from mmflora.adapters import iter_adapter_layers
     from mmflora.apis import build_model_from_config, load_config
     import merge_adapter
@@ -91,8 +110,9 @@ def test_merge_adapter_writes_a_checkpoint_the_plain_config_loads(tmp_path):
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
     trained = osp.join(tmp_path, 'trained.pth')
     torch.save(dict(state_dict=model.state_dict()), trained)
-    out = osp.join(tmp_path, 'merged.pth')
+    out = osp.join(tmp_path, 'work_dirs', 'x', 'merged.pth')
     merge_adapter.main([config, trained, '--out', out])
+    assert osp.isfile(osp.splitext(out)[0] + '.py')
     plain_cfg = load_config(config)
     plain_cfg.model = merge_adapter.plain_model_config(plain_cfg.model)
     plain = build_model_from_config(plain_cfg).eval()

@@ -81,6 +81,8 @@ def test_sidecar_records_the_run_and_the_checkpoint_sha256(tiny_run):
     assert sidecar['arch'] == 'atto' and sidecar['format'] == 'timm'
     assert sidecar['task']['name'] == 'source' and len(sidecar['class_names']) == 12
     assert sidecar['task']['image_size'] == 64
+    # what the weights depend on besides the arguments
+    assert sidecar['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert (sidecar['steps'], sidecar['batch_size'], sidecar['seed']) == (3, 8, 0)
     assert sidecar['lr'] == pretrain_backbone.parse_args([]).lr
     assert sidecar['held_out']['images'] == 24

@@ -91,9 +91,11 @@ def test_dist_train_and_dist_test_run_two_cpu_processes_over_gloo(demo_data, tmp
     out = run_launcher([str(TOOLS / 'dist_test.sh'), config, osp.join(cfg.work_dir, 'iter_2.pth'),
                         '2', '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show_dir)],
                        cwd=tmp_path)
-    assert 'GPU number: 2' in out
-    assert 'mIoU' in out
+    # The console: the metrics once (rank 0), the warning; the run's output in console.log.
+    assert out.count('mIoU') == 1
     assert 'only rank 0 paints' in out
+    assert 'GPU number: 2' in (tmp_path / 'test' / 'console.log').read_text()
+    assert (tmp_path / 'test' / 'console_rank1.log').is_file()
     assert len(list(show_dir.rglob('*.png'))) == 1
 
     # In one process every validation image is painted.
@@ -179,11 +181,11 @@ def test_test_py_evaluates_an_adapter_file_on_the_pretrained_base(
     run_tool([str(TOOLS / 'train.py'), config])
 
     def metrics(checkpoint, name):
-        out = run_tool([str(TOOLS / 'test.py'), config, osp.join(cfg.work_dir, checkpoint),
-                        '--work-dir', str(tmp_path / name)])
+        run_tool([str(TOOLS / 'test.py'), config, osp.join(cfg.work_dir, checkpoint),
+                  '--work-dir', str(tmp_path / name)])
         (path, ) = glob.glob(str(tmp_path / name / '*' / '*.json'))
         with open(path) as f:
-            return json.load(f), out
+            return json.load(f), (tmp_path / name / 'console.log').read_text()
 
     full, _ = metrics('iter_2.pth', 'full')
     adapters, out = metrics('iter_2.adapter.safetensors', 'adapters')
