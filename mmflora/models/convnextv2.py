@@ -8,28 +8,26 @@ registry; OpenMMLab's child registries (mmdet, mmseg, mmrotate) fall back to
 the root, so ``type='ConvNeXtV2'`` resolves under any of their default scopes.
 """
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmflora.adapters import iter_adapter_layers
-from mmflora.apis.pretrained import pretrained_init_entries
 from .checkpoint_formats import (convert_to_backbone, load_checkpoint_file,
                                  unwrap_state_dict)
+from .pretrained_init import PretrainedInitMixin, base_state_keys
 
 # A checkpoint must fill at least this share of the trunk's tensors.
 MIN_MATCHED_FRACTION = 0.5
 
 
 @MODELS.register_module()
-class ConvNeXtV2(BaseModule):
+class ConvNeXtV2(PretrainedInitMixin):
     """ConvNeXt-V2 backbone returning one feature map per selected stage.
 
     Stage ``i`` outputs ``dims[i]`` channels at stride ``4 * 2**i`` (C, 2C,
@@ -208,46 +206,6 @@ class ConvNeXtV2(BaseModule):
     # ------------------------------------------------------------------
     # pretrained weights
     # ------------------------------------------------------------------
-    def init_weights(self) -> None:
-        """Apply ``init_cfg``; a ``Pretrained`` entry goes through
-        :meth:`load_pretrained` (format conversion and key report)."""
-        cfgs = self.init_cfg
-        if isinstance(cfgs, dict):
-            cfgs = [cfgs]
-        cfgs = list(cfgs or [])
-        pretrained = pretrained_init_entries(cfgs)
-        if not pretrained or self.is_init:
-            super().init_weights()
-            return
-        if len(pretrained) > 1:
-            raise ValueError(
-                f'ConvNeXtV2 init_cfg has {len(pretrained)} Pretrained '
-                'entries; keep one.')
-        saved = self.init_cfg
-        self.init_cfg = [c for c in cfgs if c not in pretrained] or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = saved
-        cfg = dict(pretrained[0])
-        cfg.pop('type')
-        self.load_pretrained(**cfg)
-
-    def _adapter_tensors(self) -> Dict[str, Tensor]:
-        """Every adapter tensor (injected by ``FLoRAConvNeXtV2`` or ``FLoRAHook``) by name."""
-        return {
-            f'{name}.{key}': param
-            for name, layer in iter_adapter_layers(self)
-            for key, param in layer.adapter_parameters().items()
-        }
-
-    def _checkpoint_state_keys(self) -> Set[str]:
-        """State-dict keys a pretrained checkpoint is expected to fill.
-
-        Adapter tensors are in no ConvNeXt-V2 checkpoint, so they are not expected.
-        """
-        return set(self.state_dict()) - set(self._adapter_tensors())
-
     def load_pretrained(self,
                         checkpoint: Union[str, Mapping],
                         prefix: Optional[str] = None,
@@ -280,7 +238,7 @@ class ConvNeXtV2(BaseModule):
         converted, dropped, fmt = convert_to_backbone(tensors,
                                                       checkpoint_format)
         own = self.state_dict()
-        expected = self._checkpoint_state_keys()
+        expected = base_state_keys(self)  # adapter tensors are in no ConvNeXt-V2 checkpoint
         mismatched = [
             f'{k}: checkpoint {tuple(v.shape)} vs model '
             f'{tuple(own[k].shape)}' for k, v in converted.items()
