@@ -154,6 +154,14 @@ def _name(method: str, rank: Optional[int]) -> str:
     return method if rank is None else f'{method} r={rank}'
 
 
+def _describe(counts: dict) -> str:
+    if counts['method'] == 'full':
+        return f'full fine-tuning, {counts["trainable"] / 1e6:,.1f}M trained parameters'
+    return (f'{_name(counts["method"], counts["rank"])}, {counts["adapter"] / 1e6:,.2f}M '
+            f'adapter parameters = {counts["percent_of_backbone"]:.3f}% of the backbone '
+            f'({counts["backbone"] / 1e6:,.1f}M)')
+
+
 def _label(row: dict) -> str:
     return (f'{_name(row["method"], row["rank"])} {row["strategy"]}'
             f'{" +ckpt" if row["checkpointing"] else ""}')
@@ -166,9 +174,7 @@ def format_plan(plan: dict) -> str:
     lines = [
         f'{plan["config"]}: {s["gpus"]} GPUs x {s["gpu_memory_gib"]:g} GiB, {s["dtype"]}, '
         f'{s["batch_per_gpu"]} images of {s["image_size"]} px per GPU',
-        f'config: {_name(own["method"], own["rank"])}, {own["adapter"] / 1e6:,.2f}M adapter '
-        f'parameters = {own["percent_of_backbone"]:.3f}% of the backbone '
-        f'({own["backbone"] / 1e6:,.1f}M); FLoRA and LoRA below at '
+        f'config: {_describe(own)}; FLoRA and LoRA below at '
         + ('this budget' if own['rank'] is not None else f'{DEFAULT_PERCENT}% of the backbone'),
         '',
         '| method | trained (M) | strategy | act. ckpt | weights | gradients | optimizer '
