@@ -6,7 +6,9 @@
   wrapper;
 * :func:`is_pretrained_init`, :func:`pretrained_init_modules`, :func:`ensure_base_weights`:
   find a ``Pretrained`` init config and make sure the frozen base holds its weights;
-* :func:`apply_adapter_file`: an adapter file on its pretrained base.
+* :func:`apply_adapter_file`: an adapter file on its pretrained base;
+* :mod:`mmflora.apis.memory_plan`: parameter counts and per-GPU memory of a config's run,
+  from its model on the meta device (``tools/memory_plan.py``).
 
 Nothing here depends on :mod:`mmflora.engine`; the hooks and ``tools/`` build on it.
 """

@@ -41,3 +41,15 @@ def test_refuses_an_unknown_dtype(tiny_config):
     import memory_plan
     with pytest.raises(SystemExit):
         memory_plan.main([tiny_config, '--dtype', 'int8'])
+
+
+def test_readme_shows_the_table_the_tool_prints_for_the_flora_config():
+    from mmflora.apis.memory_plan import format_plan, memory_plan
+    config = 'configs/flora/upernet_internvit6b_ade20k.py'
+    printed = format_plan(memory_plan(osp.join(ROOT, config), gpus=8, dtype='bf16'))
+    rows = [line for line in printed.splitlines() if line.startswith(('|', 'Fits in'))]
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    assert len(rows) == 2 + 12 + 1
+    assert '\n'.join(rows[:-1]) in readme
+    assert rows[-1] in readme
