@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .checkpoint_formats import (convert_to_backbone, load_checkpoint_file,
                                  unwrap_state_dict)
+from .out_indices import resolve_out_indices
 from .pretrained_init import PretrainedInitMixin, base_state_keys
 
 # A checkpoint must fill at least this share of the trunk's tensors.
@@ -90,7 +91,8 @@ class ConvNeXtV2(PretrainedInitMixin):
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.depths, self.dims = self._parse_arch(arch)
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = resolve_out_indices(out_indices, self.num_stages, 'ConvNeXtV2',
+                                               'stage')
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(
                 f'ConvNeXtV2 frozen_stages={frozen_stages} is out of range; '
@@ -136,23 +138,6 @@ class ConvNeXtV2(PretrainedInitMixin):
                 f'"dims" with {self.num_stages} entries each, e.g. '
                 "dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)).")
         return tuple(int(d) for d in depths), tuple(int(c) for c in dims)
-
-    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        parsed = []
-        for index in out_indices:
-            resolved = index + self.num_stages if index < 0 else index
-            if not 0 <= resolved < self.num_stages:
-                raise ValueError(
-                    f'ConvNeXtV2 out_indices entry {index} is out of range; '
-                    f'use stage indices 0 ... {self.num_stages - 1}.')
-            parsed.append(resolved)
-        if len(set(parsed)) != len(parsed) or not parsed:
-            raise ValueError(
-                f'ConvNeXtV2 out_indices={tuple(out_indices)} must name '
-                'each stage at most once and at least one stage.')
-        return tuple(parsed)
 
     def _freeze_stages(self) -> None:
         """Put the frozen stem/stages in eval mode and stop their gradients."""

@@ -20,6 +20,7 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..out_indices import resolve_out_indices
 from ..pretrained_init import PretrainedInitMixin
 from .block import InternViTBlock
 from .loading import load_internvit_checkpoint
@@ -105,7 +106,7 @@ class InternViT6B(PretrainedInitMixin):
         self.embed_dim, self.depth, self.num_heads = embed_dim, depth, num_heads
         self.mlp_ratio, self.qkv_bias = mlp_ratio, qkv_bias
         self.qk_normalization, self.init_values = qk_normalization, init_values
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = resolve_out_indices(out_indices, depth, 'InternViT6B', 'block')
         self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
@@ -119,24 +120,6 @@ class InternViT6B(PretrainedInitMixin):
                            init_values, rates[i], drop_rate, attn_drop_rate, norm_eps)
             for i in range(depth))
         self._init_random_weights()
-
-    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        parsed = []
-        for index in out_indices:
-            resolved = index + self.depth if index < 0 else index
-            if not 0 <= resolved < self.depth:
-                raise ValueError(
-                    f'InternViT6B out_indices entry {index} is out of range for depth='
-                    f'{self.depth}; use block indices 0 ... {self.depth - 1} (or negative '
-                    'ones from the end).')
-            parsed.append(resolved)
-        if not parsed or len(set(parsed)) != len(parsed):
-            raise ValueError(
-                f'InternViT6B out_indices={tuple(out_indices)} must name each block at most '
-                'once and at least one block, e.g. (11, 23, 35, 47).')
-        return tuple(parsed)
 
     def _init_random_weights(self) -> None:
         """Truncated-normal (std 0.02) embeddings and linear weights, zero linear biases."""
