@@ -86,15 +86,21 @@ def test_bad_arguments_raise_errors_that_name_the_fix():
         tiny(img_size=10)
 
 
-def test_builds_from_an_mmseg_config_with_custom_imports():
+def test_builds_from_an_mmseg_config_with_custom_imports(tmp_path):
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
-    cfg = Config(dict(
-        custom_imports=dict(imports=['mmflora.models'], allow_failed_imports=False),
-        backbone=dict(type='InternViT6B', img_size=56, embed_dim=64, depth=2, num_heads=4,
-                      out_indices=[0, 1]),
-        neck=dict(type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5],
-                  norm_cfg=dict(type='LN2d'))))
-    backbone, neck = MODELS.build(cfg.backbone), MODELS.build(cfg.neck)
+    from mmseg.utils import register_all_modules
+    path = tmp_path / 'internvit_neck.py'
+    path.write_text(
+        "custom_imports = dict(imports=['mmflora.models'], allow_failed_imports=False)\n"
+        "backbone = dict(type='InternViT6B', img_size=56, embed_dim=64, depth=2, num_heads=4,\n"
+        "                out_indices=[0, 1])\n"
+        "neck = dict(type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5],\n"
+        "            norm_cfg=dict(type='LN2d'))\n")
+    cfg = Config.fromfile(str(path))
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        backbone, neck = MODELS.build(cfg.backbone), MODELS.build(cfg.neck)
     assert type(backbone) is InternViT6B
     feats = backbone(torch.randn(1, 3, 56, 56))
     pyramid = neck(feats + feats)  # four levels from two blocks, for the shapes only
