@@ -1,21 +1,24 @@
-"""Benchmarks of FLoRA against its baselines, measured side by side in one run.
+"""Benchmarks of FLoRA against its baselines, one package per benchmark beside what they share.
 
-The package is laid out as the measurements flow:
+The benchmarks (each a package with its settings, runs, results and report, behind a script):
 
-* ``settings``: the paper's hyper-parameters and the sizes of a full and a quick run;
+* ``speed`` (``bench_adapters.py``): speed, memory and storage of the adapter layers, a
+  backbone's training step and inference, side by side on CPU;
+* ``transfer`` (``transfer.py``): a small Table 1 on CPU, every method adapting one pretrained
+  ConvNeXt-V2-atto to target tasks, each at its own searched optimum;
+* ``gpu`` (``gpu_check.py``): the one-command GPU check (torch, timm and safetensors only).
+
+What they share, here at the top:
+
+* ``settings``: the paper's hyper-parameters, where the adapters go, rows looked up by key;
 * ``harness``: running cases interleaved, timing them (CUDA events on CUDA) and their peak memory;
-* ``records``: one measured case as results data, and ratios read back from that data;
+* ``records``: one measured case as results data; ratios and path comparisons read from it;
 * ``references``: what FLoRA is compared with beyond ``mmflora.adapters`` (the two-conv
   formulation of the official release, PEFT's LoRA);
-* ``models``: the timm backbones the experiments adapt, the FLoRA ranks that match LoRA's
-  budget on them (solved once per run), and which path the automatic choice takes (and why);
-* ``layers``, ``path_choice``, ``backbone``, ``breakdown``, ``inference``, ``storage``: one
-  experiment each (``path_choice``: FLoRA's automatic path against both fixed paths);
-* ``targets``: the summary entries (measured ratio, target, verdict);
-* ``report``: the markdown renderer;
-* ``cli``: the command line behind ``benchmarks/bench_adapters.py``;
-* ``gpu_check`` and the ``gpu_*`` modules: the one-command GPU check (see ``gpu_check.py``).
+* ``models``: the timm backbones the speed and GPU benchmarks adapt, the FLoRA ranks that match
+  LoRA's budget on them, and which path the automatic choice takes (and why);
+* ``machine``: the CPU's name and the package versions (standard library only).
 
-Nothing here imports mmengine or mmcv: the benchmarks need torch, timm, safetensors and (for one
-reference) peft.
+Nothing at the top, in ``speed`` or in ``gpu`` imports mmengine or mmcv: they need torch, timm,
+safetensors and (for one reference) peft. ``transfer`` trains through MMSegmentation's heads.
 """

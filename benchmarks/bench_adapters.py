@@ -1,17 +1,17 @@
 """Speed, memory and storage of FLoRA against its baselines, measured side by side in one run.
 
-What is measured (see BENCHMARKS.md for the figures and how to read them, and the modules of
-this package for how):
+What is measured (see BENCHMARKS.md for the figures and how to read them, and the package
+``benchmarks/speed/`` for how):
 
-* layers (``layers.py``): forward + backward of single ConvNeXt-V2-L layers for the frozen base,
-  full fine-tuning, FLoRA on each forward path, the two-conv formulation of the official
-  release, our LoRA, PEFT's LoRA and DoRA;
-* backbone (``backbone.py``): one training step of a ConvNeXt-V2 at batch 2 for the same
-  methods at matched trainable budgets; breakdown (``breakdown.py``): where FLoRA's step differs
-  from LoRA's, by layer role;
-* inference (``inference.py``): merged and unmerged FLoRA against the plain base model;
-* storage (``storage.py``): an adapter-only file against the full checkpoint at the paper's
-  12.8M budget.
+* layers (``speed/layers.py``): forward + backward of single ConvNeXt-V2-L layers for the
+  frozen base, full fine-tuning, FLoRA on each forward path, the two-conv formulation of the
+  official release, our LoRA, PEFT's LoRA and DoRA;
+* backbone (``speed/backbone.py``): one training step of a ConvNeXt-V2 at batch 2 for the same
+  methods at matched trainable budgets; breakdown (``speed/breakdown.py``): where FLoRA's step
+  differs from LoRA's, by layer role;
+* inference (``speed/inference.py``): merged and unmerged FLoRA against the plain base model;
+* storage (``speed/storage.py``): an adapter-only file against the full checkpoint at the
+  paper's 12.8M budget.
 
 Usage::
 
@@ -30,5 +30,5 @@ if __name__ == '__main__':
     HERE = osp.dirname(osp.abspath(__file__))
     sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != HERE]
     sys.path.insert(0, osp.dirname(HERE))
-    from benchmarks.cli import main
+    from benchmarks.speed.cli import main
     main()

@@ -8,10 +8,10 @@ Run from the repository root on the GPU machine (no install of mmflora needed)::
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/GPU.md
                                                          # the same code on tiny CPU shapes
 
-It checks (a) the adapter core on the device against an fp64 CPU reference (``gpu_core.py``),
+It checks (a) the adapter core on the device against an fp64 CPU reference (``gpu/core.py``),
 measures (b) ConvNeXt-V2-L training steps for every method beside the paper's Table 5
-(``gpu_train.py``), checks (c) ``torch.compile`` against eager (``gpu_compile.py``) and writes
-(d) the report (``gpu_report.py``). See ``gpu_cli.py`` for the sections, the time guard and
+(``gpu/train.py``), checks (c) ``torch.compile`` against eager (``gpu/compile.py``) and writes
+(d) the report (``gpu/report.py``). See ``gpu/cli.py`` for the sections, the time guard and
 the exit status (0 all passed, 1 something to look at, 3 stopped by the time guard).
 """
 import os
@@ -26,7 +26,7 @@ if __name__ == '__main__':
     HERE = osp.dirname(osp.abspath(__file__))
     sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != HERE]
     sys.path.insert(0, osp.dirname(HERE))
-    from benchmarks.gpu_cli import STOPPED, main
+    from benchmarks.gpu.cli import STOPPED, main
     status = main(started=STARTED)
     if status == STOPPED:
         # The report is written; leave at once rather than wait for work the time guard cut

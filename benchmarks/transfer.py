@@ -6,7 +6,7 @@ last three at two rank-matched budgets) adapts to three target tasks: near class
 far classification and near segmentation through MMSegmentation's UperNet. Each method gets
 the same steps, data order, heads and learning-rate grid; the lr is chosen on a validation
 split and the score reported on a test split, over several seeds. FLoRA's two factor inits
-are compared in a table of their own. See ``transfer_settings.py`` for what runs, and
+are compared in a table of their own. See ``transfer/settings.py`` for what runs, and
 ``TRANSFER.md`` for the figures.
 
 Usage::
@@ -26,5 +26,5 @@ if __name__ == '__main__':
     HERE = osp.dirname(osp.abspath(__file__))
     sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != HERE]
     sys.path.insert(0, osp.dirname(HERE))
-    from benchmarks.transfer_cli import main
+    from benchmarks.transfer.cli import main
     main()

@@ -1,27 +1,44 @@
-"""Print a #Params table like the paper's Table 1 for one or more configs.
+"""Print a #Params table like the paper's Tables 1 and 2 for one or more configs.
 
     python tools/count_params.py configs/flora/maskrcnn_convnextv2_l_coco.py
     python tools/count_params.py configs/flora/*.py configs/baselines/lora_r8_*.py
+    python tools/count_params.py configs/flora/upernet_vit-b16_*.py configs/baselines/*vit-b16*.py
 
 The model is built on the 'meta' device (shapes only), so ConvNeXt-V2-L configs take seconds.
-'Backbone adapter' is what Table 1 reports as #Params: the tensors the method added or unfroze
-in the backbone. 'Trainable' adds the rest of the trainable model (output norms, neck, heads).
-Under a BitFit row a note names the layer types whose biases train and those whose biases stay
-frozen (the BitFit configs leave out the GRN biases, as Table 1 does); ``--by-kind`` gives the
-count of each (``bitfit:<layer type>.bias``).
+Adapters come from the backbone (``FLoRAConvNeXtV2``) or, for configs that inject them with a
+``FLoRAHook`` in ``custom_hooks``, from that hook's options, applied here as the hook applies
+them before a run. 'Backbone adapter' is what Table 1 reports as #Params: the tensors the
+method added or unfroze in the backbone. 'Backbone %' is that count over the backbone's own
+parameters (Table 2 reports percentages). 'Trainable' adds the rest of the trainable model
+(output norms, neck, heads). Under a BitFit row a note names the layer types whose biases train
+and those whose biases stay frozen (the BitFit configs leave out the GRN biases, as Table 1
+does); ``--by-kind`` gives the count of each (``bitfit:<layer type>.bias``).
+
+A config can name the paper's figure for its row with a top-level key, printed in the 'paper'
+column::
+
+    paper_budget = dict(table='Table 2', percent=0.32)
+
+``table`` is the paper's table (a string) and ``percent`` the trained share of the backbone it
+reports for that row, in percent. Configs without it print '-'.
 """
 import argparse
 import os.path as osp
 import sys
-from typing import Dict
+from typing import Dict, Optional
 
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmflora.adapters import count_params  # noqa: E402
+from mmflora.adapters import AdapterConfig, count_params, inject_adapters  # noqa: E402
+from mmflora.adapters.bitfit import module_biases  # noqa: E402
 from mmflora.apis import ConfigError, build_model_from_config, load_config  # noqa: E402
+from mmflora.engine.hooks.flora_hook import HOOK_OPTIONS, FLoRAHook  # noqa: E402
+
+#: The shape of the optional top-level ``paper_budget`` key.
+PAPER_BUDGET_KEYS = ('table', 'percent')
 
 
 def parse_args(argv=None):
@@ -45,12 +62,13 @@ def bias_families(module: nn.Module) -> Dict[str, Dict[str, int]]:
     """
     families: Dict[str, Dict[str, int]] = {}
     for layer in module.modules():
-        bias = layer._parameters.get('bias')
-        if isinstance(bias, nn.Parameter):
+        biases = module_biases(layer).values()
+        if biases:
             family = families.setdefault(type(layer).__name__,
                                          dict(layers=0, trained=0, frozen=0))
             family['layers'] += 1
-            family['trained' if bias.requires_grad else 'frozen'] += bias.numel()
+            for bias in biases:
+                family['trained' if bias.requires_grad else 'frozen'] += bias.numel()
     return dict(sorted(families.items()))
 
 
@@ -63,8 +81,35 @@ def bitfit_note(families: Dict[str, Dict[str, int]]) -> str:
     return f'BitFit trains the biases of {", ".join(trained) or "no layer"}; {frozen_part}'
 
 
+def hook_adapter_config(cfg) -> Optional[AdapterConfig]:
+    """The configuration the config's ``FLoRAHook`` injects with, or None when it has no such
+    hook (or one that takes its configuration from an adapter file)."""
+    for index, hook in enumerate(cfg.get('custom_hooks') or []):
+        if hook.get('type') == 'FLoRAHook':
+            options = {k: v for k, v in hook.items()
+                       if k not in ('type', 'priority') + HOOK_OPTIONS}
+            return FLoRAHook.adapter_config(options, hook.get('adapter_checkpoint'),
+                                            where=f'custom_hooks[{index}]')
+    return None
+
+
+def paper_budget(cfg, config_path: str) -> Optional[dict]:
+    """The config's ``paper_budget`` (see the module docstring), checked."""
+    budget = cfg.get('paper_budget')
+    if budget is None:
+        return None
+    if (not isinstance(budget, dict) or set(budget) != set(PAPER_BUDGET_KEYS)
+            or not isinstance(budget['table'], str)
+            or not isinstance(budget['percent'], (int, float))
+            or isinstance(budget['percent'], bool)):
+        raise SystemExit(f'error: {config_path}: paper_budget={budget!r}; give '
+                         f"dict(table='Table 2', percent=0.32) (the paper's table and the "
+                         f'percentage of the backbone it reports), or leave the key out')
+    return dict(budget)
+
+
 def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
-    """Counts for one config: method, backbone adapter, trainable, total, by kind.
+    """Counts for one config: method, backbone adapter and its share, trainable, total.
 
     For BitFit also ``biases`` (see :func:`bias_families`), and ``by_kind`` splits the
     trained biases by layer type (``'bitfit:Linear.bias'``, ...) out of ``'other'``.
@@ -73,12 +118,23 @@ def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
         cfg = load_config(config_path, cfg_options)
     except ConfigError as error:
         raise SystemExit(f'error: {error}') from None
+    budget = paper_budget(cfg, config_path)
     model = build_model_from_config(cfg, device)
+    hook_config = hook_adapter_config(cfg)
+    if hook_config is not None:  # as FLoRAHook does before the run
+        inject_adapters(model, hook_config)
     backbone = getattr(model, 'backbone', model)
     backbone_counts = count_params(backbone)
-    report = getattr(backbone, 'injection_report', None)
     model_counts = count_params(model)
-    method = getattr(backbone, 'adapter_method', 'none (plain)')
+    if hook_config is not None:
+        method = hook_config.method
+        # What the method adds or unfreezes in the backbone (the hook's other trainable
+        # patterns name the neck and heads).
+        backbone_adapter = backbone_counts['trainable']
+    else:
+        method = getattr(backbone, 'adapter_method', 'none (plain)')
+        report = getattr(backbone, 'injection_report', None)
+        backbone_adapter = report.adapter_params if report is not None else 0
     by_kind = dict(backbone_counts['by_kind'])
     biases = None
     if method == 'bitfit':
@@ -89,28 +145,36 @@ def describe(config_path: str, cfg_options=None, device: str = 'meta') -> dict:
                 by_kind['other'] -= family['trained']
         if not by_kind.get('other'):
             by_kind.pop('other', None)
+    base = backbone_counts['total'] - backbone_counts['adapter']
     return dict(
         config=osp.basename(config_path),
         method=method,
-        backbone_adapter=report.adapter_params if report is not None else 0,
+        backbone_adapter=backbone_adapter,
+        backbone_percent=100.0 * backbone_adapter / max(base, 1),
         trainable=model_counts['trainable'],
         total=model_counts['total'],
+        paper_budget=budget,
         by_kind=by_kind,
         biases=biases)
+
+
+def paper_column(budget: Optional[dict]) -> str:
+    return '-' if budget is None else f'{budget["table"]}: {budget["percent"]:g}%'
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     MMLogger.get_instance('count_params', log_level='WARNING')  # no per-layer injection logs
     header = (f'{"config":<52} {"method":<8} {"backbone adapter (M)":>21} '
-              f'{"trainable (M)":>14} {"total (M)":>10}')
+              f'{"backbone %":>11} {"trainable (M)":>14} {"total (M)":>10}  paper')
     print(header)
     print('-' * len(header))
     for index, path in enumerate(args.configs, start=1):
         print(f'[{index}/{len(args.configs)}] building {path} ...', file=sys.stderr, flush=True)
         row = describe(path, args.cfg_options, args.device)
         print(f'{row["config"]:<52} {row["method"]:<8} {row["backbone_adapter"] / 1e6:>21.2f} '
-              f'{row["trainable"] / 1e6:>14.2f} {row["total"] / 1e6:>10.2f}', flush=True)
+              f'{row["backbone_percent"]:>10.2f}% {row["trainable"] / 1e6:>14.2f} '
+              f'{row["total"] / 1e6:>10.2f}  {paper_column(row["paper_budget"])}', flush=True)
         if row['biases'] is not None:
             print(f'{"":<2}{bitfit_note(row["biases"])}')
         if args.by_kind:

@@ -39,16 +39,14 @@ Default run on this 2-core machine (shared with other jobs): see the sidecar
 and the project README for the measured time and held-out accuracy.
 """
 import argparse
-import hashlib
 import io
 import json
-import math
 import os
 import os.path as osp
 import platform
 import sys
 import time
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 # OpenMP threads busy-wait by default: when other jobs share the cores, two
 # threads then run several times slower than one. Passive waiting avoids it;
@@ -57,16 +55,18 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from timm.models.convnext import ConvNeXt  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mmflora.apis.linear_probe import probe_against_random  # noqa: E402
+from mmflora.apis.lr_schedule import warmup_cosine_lr  # noqa: E402
+from mmflora.apis.procedural_base import (EVAL_CHUNK, arch_settings,  # noqa: E402
+                                          build_classifier, file_sha256)
 from mmflora.datasets import INPUT_MEAN, INPUT_STD, normalise  # noqa: E402
 from mmflora.datasets import generate, get_task, task_to_dict  # noqa: E402
 
 # Seed streams: training batch k is generate(..., (seed, TRAIN_STREAM, k)),
 # held-out chunk j is generate(..., (eval_seed, HELD_OUT_STREAM, j)).
 TRAIN_STREAM, HELD_OUT_STREAM = 0, 1
-EVAL_CHUNK = 250
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -111,35 +111,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.out is None:
         args.out = osp.join('checkpoints', f'convnextv2_{args.arch}_procedural.pth')
     return args
-
-
-def arch_settings(arch: str) -> Dict[str, Tuple[int, ...]]:
-    """Depths and dims of a ConvNeXt-V2 size, as the backbone defines them."""
-    from mmflora.models import ConvNeXtV2
-    if arch not in ConvNeXtV2.arch_settings:
-        raise SystemExit(f'pretrain_backbone: --arch {arch!r} is unknown; use one of '
-                         f'{sorted(ConvNeXtV2.arch_settings)}.')
-    return ConvNeXtV2.arch_settings[arch]
-
-
-def build_classifier(arch: str, num_classes: int) -> nn.Module:
-    """A timm ConvNeXt-V2 classifier whose trunk matches ``ConvNeXtV2(arch)``."""
-    settings = arch_settings(arch)
-    return ConvNeXt(
-        num_classes=num_classes,
-        depths=settings['depths'],
-        dims=settings['dims'],
-        use_grn=True,
-        ls_init_value=None,
-        conv_mlp=False)
-
-
-def learning_rate(step: int, args: argparse.Namespace) -> float:
-    """Linear warm-up to ``args.lr``, then cosine decay to 0 at the last step."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
@@ -196,7 +167,7 @@ def train(model: nn.Module, task, args: argparse.Namespace) -> dict:
     data_time, smoothed = 0.0, None
     start = time.perf_counter()
     for step in range(args.steps):
-        lr = learning_rate(step, args)
+        lr = warmup_cosine_lr(step, args.lr, args.warmup_steps, args.steps)
         for group in optimizer.param_groups:
             group['lr'] = lr
         tic = time.perf_counter()
@@ -251,13 +222,12 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: str) -> str:
-    """Save the state dict (timm layout) atomically; returns its sha256."""
+    """Save the state dict (timm layout) atomically; returns the written file's sha256."""
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()  # from memory: the archive name does not depend on `path`
     torch.save(state, buffer)
-    data = buffer.getvalue()
-    write_atomically(path, data)
-    return hashlib.sha256(data).hexdigest()
+    write_atomically(path, buffer.getvalue())
+    return file_sha256(path)
 
 
 def pretrain(args: argparse.Namespace) -> dict:
@@ -281,7 +251,6 @@ def pretrain(args: argparse.Namespace) -> dict:
     wall_time, cpu_time = time.perf_counter() - wall_start, time.process_time() - cpu_start
     probe = None
     if args.probe:
-        from probe_backbone import probe_against_random
         probe_start = time.perf_counter()
         torch.manual_seed(args.seed + 1)
         probe = probe_against_random(model, build_classifier(args.arch, len(task.classes)),

@@ -1,28 +1,28 @@
-"""What every adapter layer shares: adopting a base layer, forward paths, caching and merging.
+"""What every adapter layer shares: its construction, the update, forward paths, the eval
+cache and merging.
 
 An adapter layer is a subclass of its base layer's own class (a FLoRA ``Conv2d`` is still an
-``nn.Conv2d``) that takes over the base layer's state — its ``weight`` and ``bias``
-Parameters under the same names, hooks and attributes — so that plain checkpoints load into
-an adapted model and back. It remembers what it adopted and gives exactly that back in
-:meth:`AdapterLayer.to_plain`. Subclasses add their adapter tensors and say how to build the
-weight update and how to run it as a small branch.
+``nn.Conv2d``; on a subclass such as mmcv's ``Linear`` wrapper, a subclass of that one) that
+adopts the base layer's state (:mod:`.adoption`: the ``weight`` and ``bias`` Parameters under
+the same names, hooks and attributes), so that plain checkpoints load into an adapted model
+and back, and :meth:`~.adoption.Adopted.to_plain` gives exactly that back. Subclasses add
+their adapter tensors and say how to build the weight update and how to run it as a small
+branch.
 """
-import copy
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .adoption import Adopted
+from .base_ops import BaseLayerOps
 from .config import AdapterConfig
-from .geometry import CONV_FUNCTIONS, UpdateGeometry, update_geometry
+from .geometry import UpdateGeometry, update_geometry
 from .paths import choose_path
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-#: The containers of an ``nn.Module`` whose members are adopted one by one.
-_MEMBER_CONTAINERS = ('_parameters', '_buffers', '_modules')
 
 
 def adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
@@ -38,7 +38,7 @@ def layer_geometry(base: nn.Module, name: str, mode: str) -> UpdateGeometry:
         raise ValueError(f'{name}: {error}') from None
 
 
-class AdapterLayer:
+class AdapterLayer(Adopted, BaseLayerOps):
     """Mixin for a base layer (``nn.Linear`` or ``nn.ConvNd``) carrying an adapter.
 
     Subclasses set ``method`` and ``base_class`` and implement:
@@ -80,20 +80,18 @@ class AdapterLayer:
             config (AdapterConfig, optional): The adapter's settings. Defaults to the
                 method's defaults.
         """
-        config = config if config is not None else AdapterConfig(method=cls.method)
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
-        for key, value in base.__dict__.items():
-            # Containers (parameters, buffers, hooks) are copied so the two objects do not share
-            # them; the tensors inside are the very same objects.
-            layer.__dict__[key] = copy.copy(value) if isinstance(value, (dict, set)) else value
-        layer._adopted = {key: (tuple(value) if key in _MEMBER_CONTAINERS else None)
-                          for key, value in base.__dict__.items()}
-        layer.name = name or type(base).__name__
-        layer._merged_backup = None
-        layer._update_cache = None
-        layer._init_adapter(config)
+        layer._adopt(base)
+        layer._setup(name or type(base).__name__, config)
         return layer
+
+    def _setup(self, name: str, config: Optional[AdapterConfig]) -> None:
+        """The state every adapter layer starts with, then its adapter tensors."""
+        self.name = name
+        self._merged_backup = None
+        self._update_cache = None
+        self._init_adapter(config if config is not None else AdapterConfig(method=self.method))
 
     def _init_adapter(self, config: AdapterConfig) -> None:
         """Set up the common state, then create the tensors of ``parameter_shapes``.
@@ -133,26 +131,10 @@ class AdapterLayer:
 
     # ------------------------------------------------------------------ geometry
     @property
-    def is_conv(self) -> bool:
-        return self.base_class is not nn.Linear
-
-    @property
-    def n_groups(self) -> int:
-        """The base conv's groups (1 for Linear)."""
-        return self.__dict__.get('groups', 1)
-
-    @property
-    def in_channels_total(self) -> int:
-        return self.in_channels if self.is_conv else self.in_features
-
-    @property
-    def out_channels_total(self) -> int:
-        return self.out_channels if self.is_conv else self.out_features
-
-    @property
-    def dense_weight_shape(self) -> Tuple[int, ...]:
-        """Shape of an update that spans every input channel: (out, in, *kernel)."""
-        return update_geometry(self, 'dense').shape
+    def kind(self) -> str:
+        """The torch layer type this adapter runs as ('Linear', 'Conv2d', ...), or what an
+        attention's projection is ('MultiheadAttention.in_proj'), for counts by kind."""
+        return self.__dict__.get('_kind') or self.base_class.__name__
 
     @property
     def supports_factorised(self) -> bool:
@@ -162,35 +144,6 @@ class AdapterLayer:
     def mergeable(self) -> bool:
         """Whether s*dW can be folded into the base weight without changing the layer type."""
         return not self.dense
-
-    def _conv(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int) -> Tensor:
-        """Run the base layer's op (stride, padding incl. 'same', dilation, padding_mode)."""
-        if not self.is_conv:
-            return F.linear(x, weight, bias)
-        conv = CONV_FUNCTIONS[self.base_class]
-        if self.padding_mode != 'zeros':
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding: Union[str, Sequence[int]] = (0, ) * len(self.kernel_size)
-        else:
-            padding = self.padding
-        return conv(x, weight, bias, self.stride, padding, self.dilation, groups)
-
-    def _pointwise(self, x: Tensor, matrix: Tensor) -> Tensor:
-        """Mix channels of ``x`` with ``matrix`` (out, in): a 1x1 conv, or a matmul for Linear."""
-        if not self.is_conv:
-            return F.linear(x, matrix)
-        weight = matrix.reshape(*matrix.shape, *([1] * len(self.kernel_size)))
-        return CONV_FUNCTIONS[self.base_class](x, weight)
-
-    def _expand_to_dense(self, weight: Tensor) -> Tensor:
-        """Place a grouped weight (out, in/groups, *k) on the block diagonal of a dense one."""
-        groups = self.n_groups
-        out_per_group = self.out_channels // groups
-        kernel = tuple(self.kernel_size)
-        dense = weight.new_zeros(groups, out_per_group, groups, weight.shape[1], *kernel)
-        blocks = torch.arange(groups, device=weight.device)
-        dense[blocks, :, blocks] = weight.reshape(groups, out_per_group, weight.shape[1], *kernel)
-        return dense.reshape(self.dense_weight_shape)
 
     # ------------------------------------------------------------------ update and paths
     def delta_weight(self) -> Tensor:
@@ -251,7 +204,7 @@ class AdapterLayer:
 
     def adapter_parameters(self) -> Dict[str, nn.Parameter]:
         """The adapter's own Parameters (everything not adopted from the base), by name."""
-        adopted = self._adopted['_parameters']
+        adopted = self.adopted_members('_parameters')
         return {
             name: param
             for name, param in self.named_parameters()
@@ -314,6 +267,12 @@ class AdapterLayer:
             return (base.to(delta.dtype) + delta).to(base.dtype)
         return base + delta
 
+    def effective_weight(self) -> Tensor:
+        """The weight the layer's op runs with now: ``W0 + s*dW`` (the stored weight once
+        merged). A parent that hands this layer's weight to a functional op itself
+        (``nn.MultiheadAttention`` and its ``out_proj``) uses this."""
+        return self.weight if self.merged else self.merged_weight()
+
     def forward(self, x: Tensor) -> Tensor:
         """The adapted layer's output; takes every input the base layer takes.
 
@@ -347,20 +306,14 @@ class AdapterLayer:
     def _adapter_dtype(self) -> torch.dtype:
         return next(iter(self.adapter_parameters().values())).dtype
 
-    @property
-    def groups_of_weight(self) -> int:
-        """Groups the current ``weight`` is laid out for (1 after a dense merge)."""
-        if not self.is_conv:
-            return 1
-        return self.in_channels // self.weight.shape[1]
-
     # ------------------------------------------------------------------ merging
     @property
     def merged(self) -> bool:
         return self._merged_backup is not None
 
     def compute_merged_weight(self, convert_dense: bool = False) -> Tensor:
-        """The weight a merge would write, computed in fp32 for half bases, checked finite.
+        """The weight a merge would write, checked finite: computed in fp32 for half bases
+        (and fp32 ones), in fp64 for fp64 bases.
 
         Args:
             convert_dense (bool): Allow a dense-mode update on a grouped conv to be merged by
@@ -375,13 +328,14 @@ class AdapterLayer:
                 f'into the grouped weight {tuple(self.weight.shape)} (groups={self.n_groups}). '
                 f'Pass convert_dense=True to turn this layer into a dense conv, or inject with '
                 f'mode="structured"')
+        accumulate = adapter_dtype(self.weight.dtype)
         with torch.no_grad():
-            delta = self.delta_weight().float()
+            delta = self.delta_weight().to(accumulate)
             if not torch.isfinite(delta).all():
                 raise ValueError(f'{self.name}: the adapter update contains NaN or Inf; nothing '
                                  f'was merged. Check the adapter tensors (learning rate?)')
             base = self._expand_to_dense(self.weight) if self.dense else self.weight
-            return (base.float() + delta).to(self.weight.dtype)
+            return (base.to(accumulate) + delta).to(self.weight.dtype)
 
     def merge(self, convert_dense: bool = False, new_weight: Optional[Tensor] = None) -> None:
         """Fold s*dW into ``weight``; keeps a bit-exact copy of W0 for ``unmerge``."""
@@ -411,24 +365,10 @@ class AdapterLayer:
         self._merged_backup = None
         self._update_cache = None
 
-    def to_plain(self) -> nn.Module:
-        """A plain ``base_class`` module: exactly what was adopted, with current values.
-
-        The adopted attributes, parameters (the current ``weight``, merged or not), buffers,
-        submodules and hooks come back; nothing the adapter added does.
-        """
-        plain = self.base_class.__new__(self.base_class)
-        nn.Module.__init__(plain)
-        for key, members in self._adopted.items():
-            value = self.__dict__[key]
-            if members is not None:
-                value = {member: value[member] for member in members}
-            elif isinstance(value, (dict, set)):
-                value = copy.copy(value)
-            plain.__dict__[key] = value
+    def _finish_plain(self, plain: nn.Module) -> None:
+        """A dense merge turned a grouped conv into a dense one: the plain conv says so."""
         if self.is_conv and self.groups_of_weight != self.n_groups:
             plain.groups = self.groups_of_weight
-        return plain
 
     def extra_repr(self) -> str:
         base = self.base_class.extra_repr(self)

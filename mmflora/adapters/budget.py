@@ -1,14 +1,16 @@
 """Parameter budgets: count what a model trains, predict it for a rank, solve for the rank."""
 import math
 from collections import defaultdict
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 from torch import nn
 
+from .bitfit import module_biases
 from .config import AdapterConfig
-from .geometry import supported_base_class
-from .inject import iter_adapter_layers, select_modules
-from .methods import is_layer_method, layer_class
+from .inject import iter_adapter_layers
+from .kinds import is_adaptable_attention, supported_base_class
+from .methods import is_layer_method
+from .selection import Unit, select
 
 
 def count_params(model: nn.Module) -> Dict[str, object]:
@@ -25,7 +27,7 @@ def count_params(model: nn.Module) -> Dict[str, object]:
         for param in layer.adapter_parameters().values():
             if id(param) not in adapter_ids:
                 adapter_ids.add(id(param))
-                by_kind[f'{layer.method}:{layer.base_class.__name__}'] += param.numel()
+                by_kind[f'{layer.method}:{layer.kind}'] += param.numel()
     total = trainable = adapter = 0
     for param in model.parameters():
         total += param.numel()
@@ -46,27 +48,40 @@ def planned_adapter_params(model: nn.Module, method: str = 'flora', **config_kwa
     """
     config = AdapterConfig.from_options(dict(method=method, **config_kwargs),
                                         where='planned_adapter_params')
-    selected = select_modules(model, config)
+    units = select(model, config).units
     if method == 'none':
         return 0
     if method == 'full':
         return sum(p.numel() for p in model.parameters())
     if method == 'bitfit':
-        return sum(m.bias.numel() for _, m in selected)
+        return sum(bias.numel() for unit in _unique(units)
+                   for bias in module_biases(unit.module).values())
     total = 0
-    for name, module in _unique(selected):
-        cls = layer_class(method, supported_base_class(module))
-        shapes, _ = cls.parameter_shapes(module, name, config.for_layer(name))
+    for unit in _unique(units):
+        cls = unit.layer_class(method)
+        shapes, _ = cls.parameter_shapes(unit.shape_base(), unit.name, config.for_layer(unit.name))
         total += sum(math.prod(shape) for shape in shapes.values())
     return total
 
 
-def _unique(selected: Iterable[Tuple[str, nn.Module]]):
+def _unique(units: Iterable[Unit]) -> Iterator[Unit]:
     seen = set()
-    for name, module in selected:
-        if id(module) not in seen:
-            seen.add(id(module))
-            yield name, module
+    for unit in units:
+        if (id(unit.module), unit.part) not in seen:
+            seen.add((id(unit.module), unit.part))
+            yield unit
+
+
+def _widest(model: nn.Module) -> int:
+    """The largest channel count of any layer or attention projection: the default upper
+    bound of a rank search."""
+    widths = [1]
+    for module in model.modules():
+        if supported_base_class(module) is not None:
+            widths.append(max(module.weight.shape[:2]))
+        elif is_adaptable_attention(module):
+            widths.append(3 * module.embed_dim)
+    return max(widths)
 
 
 def solve_rank(model: nn.Module, method: str, budget: int, max_rank: Optional[int] = None,
@@ -89,8 +104,7 @@ def solve_rank(model: nn.Module, method: str, budget: int, max_rank: Optional[in
     if budget <= 0:
         raise ValueError(f'budget must be positive, got {budget}')
     if max_rank is None:
-        max_rank = max((max(m.weight.shape[:2]) for m in model.modules()
-                        if supported_base_class(m) is not None), default=1)
+        max_rank = _widest(model)
     best = None
     # The count grows with the rank: bisect to the neighbourhood, then compare both sides.
     low, high = 1, max_rank

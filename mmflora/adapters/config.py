@@ -21,6 +21,8 @@ PATHS = ('auto', 'merged', 'factorised')
 LORA_CONV_FORMS = ('peft', 'reshape', 'loralib')
 #: FLoRA factor initialisations: the authors' (variance 0.5 / J_n) or unit columns (1 / I_n).
 INITS = ('paper', 'unit')
+#: How an nn.MultiheadAttention's stacked q, k, v weight is adapted (see attention.py).
+QKV_LAYOUTS = ('stacked', 'separate')
 
 Target = Union[str, type]
 
@@ -50,8 +52,18 @@ class AdapterConfig:
             of keeping them (less memory, a longer step; see benchmarks/BENCHMARKS.md).
             Defaults to False.
         strict_ranks (bool): Raise instead of capping a rank above its mode size.
+        strict_targets (bool): Refuse the injection (changing nothing) when a module of a
+            targeted kind cannot be adapted (a subclass with its own forward, a parent that
+            reads its weight directly, raw weight Parameters of a module a target names),
+            instead of adapting the rest and listing those modules in the report and a
+            warning. Defaults to False.
+        mha_qkv (str): 'stacked' (one update on an ``nn.MultiheadAttention``'s stacked q, k, v
+            weight) or 'separate' (one per projection). Defaults to 'stacked'.
         lora_conv_form (str): 'peft', 'reshape' or 'loralib' (LoRA/DoRA convs).
-        targets (list, optional): Module classes, class names or name regexes to adapt.
+        targets (list, optional): Module classes, class names ('Linear', 'Conv2d',
+            'MultiheadAttention') or name regexes to adapt. 'Linear' takes in the projections
+            of ``nn.MultiheadAttention`` modules too (a ViT's attention projections are linear
+            layers).
         exclude (list, optional): Name regexes of modules to leave alone.
         rank_pattern (dict, optional): {name regex: rank} overrides.
         trainable (list, optional): Name regexes of parameters that stay trainable.
@@ -68,6 +80,8 @@ class AdapterConfig:
     dropout: float = 0.0
     recompute: bool = False
     strict_ranks: bool = False
+    strict_targets: bool = False
+    mha_qkv: str = 'stacked'
     lora_conv_form: str = 'peft'
     targets: Optional[List[Target]] = None
     exclude: Optional[List[str]] = None
@@ -112,11 +126,12 @@ class AdapterConfig:
             raise ValueError(f'dropout={self.dropout!r}: dropout must be in [0, 1) (0 turns it '
                              f'off, as in the paper)')
         for field, choices in (('mode', GROUPED_MODES), ('path', PATHS),
-                               ('lora_conv_form', LORA_CONV_FORMS), ('init', INITS)):
+                               ('lora_conv_form', LORA_CONV_FORMS), ('init', INITS),
+                               ('mha_qkv', QKV_LAYOUTS)):
             value = getattr(self, field)
             if value not in choices:
                 raise ValueError(f'{field}={value!r}: {field} must be one of {choices}')
-        for field in ('strict_ranks', 'recompute'):
+        for field in ('strict_ranks', 'strict_targets', 'recompute'):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f'{field}={getattr(self, field)!r}: give True or False')
         for field in ('targets', 'exclude', 'trainable'):

@@ -7,28 +7,15 @@ parameter counts reproduce the paper's Table 1 — or keep the grouped layout,
 ``mode='structured'``, which folds back into the grouped kernel.
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch.nn.functional as F
 from torch import nn
 
 from .config import GROUPED_MODES
 
-#: Layer types that can carry an adapter, with the functional op that runs them.
+#: The functional op of each conv type adapter layers exist for.
 CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
-SUPPORTED_BASES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def supported_base_class(module: nn.Module) -> Optional[type]:
-    """Return the torch layer class ``module`` behaves as, or None when it cannot carry one.
-
-    A subclass qualifies only when it keeps its parent's ``forward`` (a subclass with its own
-    forward, such as a conv with dynamic 'same' padding, would lose its behaviour).
-    """
-    for base_class in SUPPORTED_BASES:
-        if isinstance(module, base_class) and type(module).forward is base_class.forward:
-            return base_class
-    return None
 
 
 @dataclasses.dataclass(frozen=True)

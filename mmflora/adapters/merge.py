@@ -3,7 +3,8 @@ import warnings
 
 from torch import nn
 
-from .inject import _set_submodule, iter_adapter_layers
+from .adoption import Adopted
+from .inject import iter_adapter_layers, set_submodule
 
 
 def merge_adapters(model: nn.Module, convert_dense: bool = False) -> int:
@@ -46,14 +47,23 @@ def unmerge_adapters(model: nn.Module) -> int:
 
 
 def merge_and_unload(model: nn.Module, convert_dense: bool = False) -> nn.Module:
-    """Merge every adapter, then replace each adapter layer by a plain ``nn.Conv*``/``nn.Linear``.
+    """Merge every adapter, then give every adapted module back in its plain form.
+
+    An adapter layer becomes a module of the class it adopted (``nn.Conv2d``, ``nn.Linear``,
+    mmcv's ``Linear`` wrapper, ...), an adapted attention a plain ``nn.MultiheadAttention``
+    (its ``out_proj`` of its own class again); their parameters hold ``W0 + s*dW``.
 
     Returns:
-        nn.Module: ``model`` itself, now free of adapter layers (zero inference overhead).
+        nn.Module: ``model`` itself, now free of adapters (zero inference overhead).
     """
     merge_adapters(model, convert_dense)
-    for name, layer in list(iter_adapter_layers(model)):
-        _set_submodule(model, name, layer.to_plain())
+    outermost = []
+    for name, module in model.named_modules():
+        if isinstance(module, Adopted) and not any(
+                name.startswith(f'{outer}.') for outer, _ in outermost):
+            outermost.append((name, module))
+    for name, module in outermost:
+        set_submodule(model, name, module.to_plain())
     if 'mmflora_config' in model.__dict__:
         del model.__dict__['mmflora_config']
     return model

@@ -7,6 +7,10 @@
 * :func:`is_pretrained_init`, :func:`pretrained_init_modules`, :func:`ensure_base_weights`:
   find a ``Pretrained`` init config and make sure the frozen base holds its weights;
 * :func:`apply_adapter_file`: an adapter file on its pretrained base;
+* :mod:`.procedural_base`, :mod:`.linear_probe`, :mod:`.lr_schedule`: the procedurally
+  pretrained base (its classifier, its file's checksum), the linear probe of its features and
+  the warm-up + cosine schedule, which the pretraining and probe tools, the demo and the
+  transfer benchmark share (imported from their modules, not re-exported here).
 * :mod:`mmflora.apis.memory_plan`: parameter counts and per-GPU memory of a config's run,
   from its model on the meta device (``tools/memory_plan.py``).
 

@@ -51,10 +51,10 @@ TABLE1 = [('lora', 8, 12.94, 0.001, LORALIB), ('lora', 16, 25.89, 0.001, LORALIB
 
 def test_table1_targets_are_the_40_convs_and_72_pointwise_linears(convnextv2_large):
     from mmflora.adapters.config import AdapterConfig
-    from mmflora.adapters.inject import select_modules
-    selected = select_modules(convnextv2_large, AdapterConfig(
-        targets=['Conv2d', 'Linear'], exclude=['head']))
-    kinds = [type(m).__name__ for _, m in selected]
+    from mmflora.adapters.selection import select
+    selected = select(convnextv2_large, AdapterConfig(
+        targets=['Conv2d', 'Linear'], exclude=['head'])).units
+    kinds = [type(unit.module).__name__ for unit in selected]
     assert kinds.count('Conv2d') == 40 and kinds.count('Linear') == 72
 
 

@@ -14,11 +14,11 @@ import time
 import pytest
 import torch
 
-from benchmarks import gpu_cli
-from benchmarks.gpu_train import (PATH_SIZE, TABLE5, METHODS, TrainMethod, build_models,
+from benchmarks.gpu import cli as gpu_cli
+from benchmarks.gpu.train import (PATH_SIZE, TABLE5, METHODS, TrainMethod, build_models,
                                   measure_size)
 from benchmarks.models import DECIDERS, census_text, make_backbone
-from benchmarks.path_choice import FIXED_PATHS
+from benchmarks.records import FIXED_PATHS
 from benchmarks.settings import ADAPT
 from mmflora.adapters import inject_adapters, iter_adapter_layers
 from .quick_runs import ROOT, committed, fingerprint

@@ -10,12 +10,14 @@ import os.path as osp
 import pytest
 import torch
 
-from benchmarks import cli, models
-from benchmarks.backbone import backbone_builders
-from benchmarks.layers import adapted_layer, layer_specs
+from benchmarks import models
 from benchmarks.records import find, ratio
-from benchmarks.settings import ADAPT, PAPER, SECTIONS
-from benchmarks.targets import TARGETS
+from benchmarks.settings import ADAPT, PAPER
+from benchmarks.speed import cli
+from benchmarks.speed.backbone import backbone_builders
+from benchmarks.speed.layers import adapted_layer, layer_specs
+from benchmarks.speed.settings import SECTIONS
+from benchmarks.speed.targets import TARGETS
 from mmflora.adapters import inject_adapters, iter_adapter_layers, paths
 from .quick_runs import ROOT, committed, quick_run as run_quick
 

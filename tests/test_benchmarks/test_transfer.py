@@ -8,10 +8,10 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from benchmarks import transfer_results as R
-from benchmarks import transfer_settings as S
-from benchmarks.transfer_cli import parse_list
-from benchmarks.transfer_train import batch_order
+from benchmarks.transfer import results as R
+from benchmarks.transfer import settings as S
+from benchmarks.transfer.cli import parse_list
+from benchmarks.transfer.train import batch_order
 from .quick_runs import ROOT, committed, quick_run as run_quick
 
 SCRIPT = osp.join(ROOT, 'benchmarks', 'transfer.py')

@@ -35,6 +35,10 @@ PAPER_CONFIGS = {
     'dota': CONFIG_DIR / 'flora' / 'oriented_rcnn_convnextv2_l_dota.py',
     'ade': CONFIG_DIR / 'flora' / 'upernet_convnextv2_l_ade20k.py',
 }
+#: The paper's Table 2 setting on mmseg's ViT-B/16 (FLoRAHook injects the adapters).
+TABLE2_CONFIG = CONFIG_DIR / 'flora' / 'upernet_vit-b16_ade20k.py'
+# A tiny ViT: width 32, 4 blocks of 2 heads, 16-pixel patches.
+TINY_VIT_DIMS = 32
 
 
 def all_configs():
@@ -47,14 +51,22 @@ def internvit_configs():
     return [p for p in all_configs() if 'internvit6b' in p.stem]
 
 
+def table2_configs():
+    """The Table 2 configs on ViT-B/16: FLoRA and the baselines."""
+    return [p for p in all_configs() if 'vit-b16' in p.stem]
+
+
 def shrink_model(model: dict) -> None:
     """Swap the backbone for an untrained small one and fit the channels after it.
 
-    ConvNeXt-V2 becomes 'atto'; InternViT-6B becomes four blocks of width 64 (``TINY_VIT``)
-    feeding the same neck and heads, 16 channels wide.
+    ConvNeXt-V2 becomes 'atto'; mmseg's ViT-B/16 a ViT of width 32; InternViT-6B four blocks
+    of width 64 (``TINY_VIT``) feeding the same neck and heads, 16 channels wide.
     """
     if model.backbone.type == 'InternViT6B':
         _shrink_internvit(model)
+        return
+    if model.backbone.type == 'VisionTransformer':
+        shrink_vit(model)
         return
     model.backbone.arch = 'atto'
     model.backbone.init_cfg = None
@@ -77,6 +89,15 @@ def _shrink_internvit(model: dict) -> None:
     model.neck.embed_dim = width
     model.decode_head.update(in_channels=[width] * 4, channels=16)
     model.auxiliary_head.update(in_channels=width, channels=16)
+
+
+def shrink_vit(model: dict, image_size: int = 96) -> None:
+    """mmseg's ViT-B/16 UperNet with a ViT of width 32 (4 blocks, 2 heads) and narrow heads."""
+    model.backbone.update(img_size=(image_size, image_size), embed_dims=TINY_VIT_DIMS,
+                          num_layers=4, num_heads=2, out_indices=(0, 1, 2, 3), init_cfg=None)
+    model.neck.update(in_channels=[TINY_VIT_DIMS] * 4, out_channels=TINY_VIT_DIMS)
+    model.decode_head.update(in_channels=[TINY_VIT_DIMS] * 4, channels=16)
+    model.auxiliary_head.update(in_channels=TINY_VIT_DIMS, channels=16)
 
 
 def build_model(cfg: Config):

@@ -1,4 +1,5 @@
 """FLoRAHook under mmengine's Runner: optimizer, init, resume, val/test runs, registries."""
+import logging
 import os.path as osp
 
 import torch
@@ -197,15 +198,25 @@ class ToyStem(torch.nn.Conv2d):
     """A Conv2d subclass (keeps nn.Conv2d's forward), to be named as a target class."""
 
 
+class PaddedStem(torch.nn.Conv2d):
+    """A Conv2d with its own forward (it pads first): no adapter can carry it."""
+
+    def forward(self, x):
+        return super().forward(torch.nn.functional.pad(x, (0, 0, 0, 0)))
+
+
+STEMS = {'ToyStem': ToyStem, 'PaddedStem': PaddedStem}
+
+
 @MODELS.register_module(force=True)
 class MMFloraToyStemNet(MMFloraToyConvNet):
-    """The toy model whose stem is a ToyStem."""
+    """The toy model whose stem is a Conv2d subclass (``stem``: a name in ``STEMS``)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, stem: str = 'ToyStem', **kwargs):
         super().__init__(**kwargs)
-        stem = ToyStem(3, 8, 4, stride=4)
-        stem.load_state_dict(self.stem.state_dict())
-        self.stem = stem
+        module = STEMS[stem](3, 8, 4, stride=4)
+        module.load_state_dict(self.stem.state_dict())
+        self.stem = module
 
 
 class TestClassTargets(RunnerTestCase):
@@ -219,3 +230,33 @@ class TestClassTargets(RunnerTestCase):
         runner.register_hook(FLoRAHook(method='flora', r=2, targets=[ToyStem]))
         runner.train()
         self.assertEqual([name for name, _ in iter_adapter_layers(unwrapped(runner))], ['stem'])
+
+PADDED_STEM_NET = dict(type='MMFloraToyStemNet', stem='PaddedStem')
+
+
+class TestSkippedModules(ToyRunnerTestCase):
+
+    def test_the_hook_logs_modules_it_could_not_adapt_through_mmengine(self):
+        from tests.log_capture import captured_log
+        runner = self.build_runner(runner_cfg(self.temp_dir.name, [FLORA], max_iters=1,
+                                              model=PADDED_STEM_NET))
+        with captured_log() as log:
+            runner.train()
+        warning = log.text(logging.WARNING)
+        self.assertIn("'stem'", warning)
+        self.assertIn('PaddedStem is a subclass of nn.Conv2d with its own forward', warning)
+        self.assertNotIn('stem', [name for name, _ in iter_adapter_layers(unwrapped(runner))])
+
+    def test_strict_targets_stops_the_run_before_training(self):
+        runner = self.build_runner(runner_cfg(
+            self.temp_dir.name, [dict(FLORA, strict_targets=True)], max_iters=1,
+            model=PADDED_STEM_NET))
+        with self.assertRaisesRegex(ValueError, "strict_targets=True: .*'stem'"):
+            runner.train()
+        self.assertFalse(any(True for _ in iter_adapter_layers(unwrapped(runner))))
+
+    def test_strict_targets_is_validated_when_the_hook_is_built(self):
+        with self.assertRaisesRegex(ValueError, "strict_targets='yes': give True or False"):
+            FLoRAHook(strict_targets='yes')
+        with self.assertRaisesRegex(ValueError, "did you mean 'strict_targets'"):
+            FLoRAHook(strict_target=True)

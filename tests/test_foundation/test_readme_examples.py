@@ -74,3 +74,15 @@ def test_adapter_core_snippet_runs(tmp_path):
                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'adapter.safetensors').is_file()
+
+
+def test_transformer_snippet_adapts_every_linear_layer_of_the_vit():
+    (block, ) = python_blocks("# mmseg's ViT: every linear layer")
+    result = subprocess.run([sys.executable, '-c', block], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split()[:2] for line in result.stdout.splitlines() if line.startswith('layers.')]
+    assert rows == [[f'layers.{block}.{name}', kind] for block in (0, 1) for name, kind in (
+        ('attn.attn.in_proj', 'MHA'), ('attn.attn.out_proj', 'MHA'),
+        ('ffn.layers.0.0', 'Linear'), ('ffn.layers.1', 'Linear'))]
+    assert 'not adapted' not in result.stdout

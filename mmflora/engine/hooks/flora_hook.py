@@ -81,9 +81,12 @@ class FLoRAHook(Hook):
             takes the configuration from ``adapter_checkpoint``'s metadata, or, when the
             model already carries adapters (a backbone that injects them itself), only loads
             that file. Defaults to 'flora'.
-        targets (list, optional): Module class names ('Conv2d', 'Linear') or regexes searched
-            in full module names ('backbone.' for the backbone only). Defaults to every
-            Linear and Conv1d/2d/3d.
+        targets (list, optional): Module class names ('Conv2d', 'Linear',
+            'MultiheadAttention') or regexes searched in full module names ('backbone.' for
+            the backbone only). 'Linear' includes the q, k, v and output projections of
+            ``nn.MultiheadAttention`` modules (mmcv's ``MultiheadAttention`` wraps one), and
+            mmcv's ``Linear``/``Conv2d``/``Conv3d`` wrappers count as the torch layers they
+            wrap. Defaults to every Linear, Conv1d/2d/3d and MultiheadAttention.
         exclude (list, optional): Regexes of module names to leave alone, such as heads.
         rank_pattern (dict, optional): {module-name regex: rank} overrides.
         trainable (list, optional): Regexes of full parameter names that stay trainable
@@ -99,7 +102,12 @@ class FLoRAHook(Hook):
         log_report (bool): Log the per-layer injection table. Defaults to True.
         **method_kwargs: Other fields of :class:`mmflora.adapters.AdapterConfig`: ``r``,
             ``r_kernel``, ``scale``, ``alpha``, ``mode``, ``path``, ``dropout``,
-            ``strict_ranks``, ``lora_conv_form``.
+            ``strict_ranks``, ``strict_targets``, ``mha_qkv``, ``lora_conv_form``.
+
+    Modules of a targeted kind that cannot carry an adapter (a subclass with its own forward,
+    a child whose parent reads its weight directly) are listed in the injection table and in
+    a warning in the run's log; with ``strict_targets=True`` the run stops before training
+    instead, naming them.
 
     Example:
         >>> custom_hooks = [dict(type='FLoRAHook', method='flora', r=38, r_kernel=2,
@@ -189,7 +197,9 @@ class FLoRAHook(Hook):
             else:
                 runner.logger.info(f'FLoRAHook: method={config.method}, {len(report.entries)} '
                                    f'layers, {report.trainable_params:,} trainable of '
-                                   f'{report.total_params:,} parameters')
+                                   f'{report.total_params:,} parameters, '
+                                   f'{len(report.skipped)} modules of a targeted kind not '
+                                   f'adapted')
         rewrap_model(runner, model)
         if has_single_optimizer(runner):
             skipped = rebuild_optimizer(runner)
