@@ -13,8 +13,9 @@ from mmengine.config import Config
 from torch import nn
 
 from mmflora.adapters import AdapterConfig, planned_adapter_params, solve_rank
-from mmflora.adapters.inject import select_modules, trainable_matches
+from mmflora.adapters.inject import trainable_matches
 from mmflora.adapters.methods import is_layer_method
+from mmflora.adapters.selection import Unit, select
 from ..model import build_model_from_config
 
 _ADAPTER_FIELDS = {field.name for field in dataclasses.fields(AdapterConfig)}
@@ -110,17 +111,17 @@ def method_counts(model: nn.Module, options: Dict, method: Optional[str] = None,
                         backbone=sum(p.numel() for p in backbone.parameters()),
                         adapter=adapter, trainable=trainable,
                         frozen=base_total + added - trainable, adapted_layers=len(selected),
-                        block_layers=tuple(tuple(module.weight.shape[:2]) for name, module
-                                           in selected if name.startswith(FIRST_BLOCK)))
+                        block_layers=tuple(unit.weight_shape[:2] for unit in selected
+                                           if unit.name.startswith(FIRST_BLOCK)))
 
 
 #: Where the first block of an InternViT backbone sits in a segmentor.
 FIRST_BLOCK = 'backbone.blocks.0.'
 
 
-def _adapted(model: nn.Module, options: Dict) -> List[Tuple[str, nn.Module]]:
-    """(name, module) of every layer the adapter options select."""
-    return select_modules(model, AdapterConfig.from_options(options, where='memory_plan'))
+def _adapted(model: nn.Module, options: Dict) -> List[Unit]:
+    """Every unit (layer or attention projection) the adapter options select."""
+    return select(model, AdapterConfig.from_options(options, where='memory_plan')).units
 
 
 def matched_rank(model: nn.Module, options: Dict, method: str, budget: int) -> int:
