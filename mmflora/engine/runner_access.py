@@ -122,11 +122,11 @@ def rebuild_optimizer(runner) -> int:
             'it again from the config, but runner.cfg.optim_wrapper is '
             f'{type(optim_cfg).__name__}; build the runner with Runner.from_cfg(cfg) and '
             'an optim_wrapper dict (an optimizer config, not an Optimizer object)')
-    with _quiet_frozen_skips() as skipped:
+    with quiet_frozen_skips() as skipped:
         optim_wrapper = runner.build_optim_wrapper(copy.deepcopy(optim_cfg))
     # Without paramwise_cfg mmengine's constructor hands model.parameters() to the
     # optimizer, frozen ones included; keep only what trains.
-    skipped[0] += _drop_frozen_from_optimizer(optim_wrapper)
+    skipped[0] += drop_frozen_from_optimizer(optim_wrapper)
     # scale_lr refuses to run once schedulers are built: give it the config form first.
     runner.optim_wrapper = optim_wrapper
     scheduler_cfg = runner.cfg.get('param_scheduler')
@@ -142,7 +142,7 @@ def has_single_optimizer(runner) -> bool:
     return isinstance(runner.optim_wrapper, OptimWrapper)
 
 
-def _drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
+def drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
     """Remove ``requires_grad=False`` parameters from every param group; return how many."""
     wrappers = optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict) else [
         optim_wrapper]
@@ -156,7 +156,7 @@ def _drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_frozen_skips() -> Iterator[List[int]]:
+def quiet_frozen_skips() -> Iterator[List[int]]:
     """Count, instead of printing, mmengine's one-warning-per-frozen-parameter messages."""
     counter = [0]
 

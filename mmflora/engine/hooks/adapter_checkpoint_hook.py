@@ -121,8 +121,8 @@ class AdapterCheckpointHook(Hook):
         ``EMAHook`` that holds the averaged weights, and so will the adapter file.
         """
         self._checkpoint_state = checkpoint.get('state_dict')
-        if self.save_frozen:
-            return
+        if self.save_frozen or getattr(getattr(runner, 'strategy', None), 'state_shapes', None):
+            return  # (FLoRAFSDPStrategy's checkpoints hold no frozen weights to drop)
         removed = drop_frozen_parameters(unwrap_model(runner.model), checkpoint)
         runner.logger.debug(f'AdapterCheckpointHook: {removed:,} frozen weights left out of '
                             f'the checkpoint')

@@ -84,18 +84,30 @@ class CheckpointFit:
         return '; '.join(parts)
 
 
-def compare_checkpoint(model: nn.Module, checkpoint: dict) -> CheckpointFit:
+def compare_checkpoint(model: nn.Module, checkpoint: dict,
+                       sharded_shapes: Optional[Dict[str, tuple]] = None) -> CheckpointFit:
     """Compare ``checkpoint['state_dict']`` with ``model`` as mmengine will load it.
 
     The frozen base weights a slim checkpoint leaves out on purpose do not count as missing.
+
+    Args:
+        model (nn.Module): The unwrapped model.
+        checkpoint (dict): The loaded checkpoint.
+        sharded_shapes (dict, optional): {state name: full shape} of a model whose frozen
+            base FSDP shards (``FLoRAFSDPStrategy.state_shapes``): compared instead of the
+            model's own state dict, which would gather the base, and the base, which such
+            checkpoints never hold, does not count as missing.
     """
     state = {loaded_name(key): value for key, value in checkpoint['state_dict'].items()}
-    own = model.state_dict()
-    mismatched = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-                  if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)}
+    own = sharded_shapes or {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mismatched = {k: (tuple(v.shape), own[k]) for k, v in state.items()
+                  if k in own and hasattr(v, 'shape') and tuple(v.shape) != own[k]}
     missing = sorted(set(own) - set(state))
     info = slim_info(checkpoint)
-    if info and not info.get('completed'):
+    if sharded_shapes:
+        trained = trained_state_names(model)
+        missing = [k for k in missing if k in trained]
+    elif info and not info.get('completed'):
         frozen = set(frozen_parameter_names(model))
         missing = [k for k in missing if k not in frozen]
     return CheckpointFit(mismatched, missing, sorted(set(state) - set(own)))
@@ -141,7 +153,8 @@ class CheckpointMatchHook(Hook):
                 f'{source} was saved without its frozen base weights (save_frozen=False) and '
                 f"only AdapterCheckpointHook restores them; add dict(type='AdapterCheckpointHook')"
                 f' to custom_hooks')
-        fit = compare_checkpoint(model, checkpoint)
+        fit = compare_checkpoint(model, checkpoint,
+                                 getattr(getattr(runner, 'strategy', None), 'state_shapes', None))
         if is_resuming(runner):
             fatal, purpose = fit.describe(trained_state_names(model)), 'resume from'
         elif is_training_run(runner):
