@@ -17,7 +17,7 @@ frozen parameter.
 import contextlib
 import copy
 import logging
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import mmengine
 import torch
@@ -90,6 +90,13 @@ def checkpoint_source(runner, checkpoint: dict) -> str:
         info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
         path = info.get('last_ckpt')
     return str(path) if path else 'the checkpoint'
+
+
+def sharded_state_shapes(runner) -> Optional[Dict[str, tuple]]:
+    """{state name: full shape} when the runner's strategy shards the frozen base
+    (``FLoRAFSDPStrategy.state_shapes``, recorded before wrapping), else None."""
+    shapes = getattr(getattr(runner, 'strategy', None), 'state_shapes', None)
+    return shapes if isinstance(shapes, dict) and shapes else None
 
 
 def rewrap_model(runner, model: nn.Module) -> None:

@@ -28,7 +28,8 @@ from torch import nn
 
 from mmflora.adapters import adapter_configs, describe_trained_with, iter_adapter_layers
 from mmflora.apis import unwrap_model
-from ..runner_access import checkpoint_source, is_resuming, is_training_run
+from ..runner_access import (checkpoint_source, is_resuming, is_training_run,
+                             sharded_state_shapes)
 from .checkpoint_state import (frozen_parameter_names, loaded_name, slim_info,
                                trained_state_names)
 
@@ -99,7 +100,8 @@ def compare_checkpoint(model: nn.Module, checkpoint: dict,
             checkpoints never hold, does not count as missing.
     """
     state = {loaded_name(key): value for key, value in checkpoint['state_dict'].items()}
-    own = sharded_shapes or {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    own = sharded_shapes or {k: tuple(v.shape) for k, v in model.state_dict().items()
+                             if hasattr(v, 'shape')}
     mismatched = {k: (tuple(v.shape), own[k]) for k, v in state.items()
                   if k in own and hasattr(v, 'shape') and tuple(v.shape) != own[k]}
     missing = sorted(set(own) - set(state))
@@ -153,8 +155,7 @@ class CheckpointMatchHook(Hook):
                 f'{source} was saved without its frozen base weights (save_frozen=False) and '
                 f"only AdapterCheckpointHook restores them; add dict(type='AdapterCheckpointHook')"
                 f' to custom_hooks')
-        fit = compare_checkpoint(model, checkpoint,
-                                 getattr(getattr(runner, 'strategy', None), 'state_shapes', None))
+        fit = compare_checkpoint(model, checkpoint, sharded_state_shapes(runner))
         if is_resuming(runner):
             fatal, purpose = fit.describe(trained_state_names(model)), 'resume from'
         elif is_training_run(runner):

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from mmflora.adapters import AdapterLayer, iter_adapter_layers
 from mmflora.apis import unwrap_model
+from ..runner_access import sharded_state_shapes
 
 #: Extra columns of the random sketch beyond r (oversampling), and the power iterations used
 #: when the update's rank is not bounded by r (DoRA).
@@ -150,7 +151,7 @@ class DeltaWeightStatsHook(Hook):
 
     def before_train(self, runner) -> None:
         """Turn off, saying why, where FSDP shards the base weights the statistics need."""
-        if getattr(getattr(runner, 'strategy', None), 'state_shapes', None):
+        if sharded_state_shapes(runner):
             self._off = True
             runner.logger.warning(f'DeltaWeightStatsHook is off under '
                                   f'{type(runner.strategy).__name__}: its statistics need the '
