@@ -10,8 +10,9 @@ Run from the repository root on the GPU machine (no install of mmflora needed)::
 
 It checks (a) the adapter core on the device against an fp64 CPU reference (``gpu/core.py``),
 measures (b) ConvNeXt-V2-L training steps for every method beside the paper's Table 5
-(``gpu/train.py``), checks (c) ``torch.compile`` against eager (``gpu/compile.py``) and writes
-(d) the report (``gpu/report.py``). See ``gpu/cli.py`` for the sections, the time guard and
+(``gpu/train.py``), checks (c) ``torch.compile`` against eager (``gpu/compile.py``), trains
+(d) InternViT-6B with FLoRA at Table 2's budget for one step at 504 px (``gpu/internvit.py``;
+skipped, with the reason, without CUDA) and writes the report (``gpu/report.py``). See ``gpu/cli.py`` for the sections, the time guard and
 the exit status (0 all passed, 1 something to look at, 3 stopped by the time guard).
 """
 import os

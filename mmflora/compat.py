@@ -10,6 +10,16 @@ It is idempotent.
 
 Shims:
 
+``fsdp_device_id``
+    mmengine 0.10.7's ``FSDPStrategy._wrap_model`` builds its wrapper with
+    ``device_id=int(os.environ['LOCAL_RANK'])``, which makes torch's FSDP move the module to
+    CUDA device ``LOCAL_RANK``; on a machine without CUDA (gloo, the CPU tests) that fails.
+    :func:`fsdp_device_id` gives the device FSDP needs here: ``LOCAL_RANK`` with CUDA,
+    ``torch.device('cpu')`` without (torch 2.14's FSDP refuses a CPU module when no device is
+    named: "FSDP needs a non-CPU accelerator device"). mmflora's
+    :class:`~mmflora.engine.fsdp.FLoRAFSDPStrategy` builds its wrapper with it; mmengine's
+    class itself is left as it is.
+
 ``mmengine_checkpoint_globals``
     Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, which only unpickles tensors,
     containers and an allowlist of types. mmengine 0.10.7 calls ``torch.load`` without
@@ -37,7 +47,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
-__all__ = ['apply_compat_shims', 'mmengine_checkpoint_safe_globals']
+__all__ = ['apply_compat_shims', 'fsdp_device_id', 'mmengine_checkpoint_safe_globals']
 
 SafeGlobal = Union[Callable[..., Any], type, tuple[Callable[..., Any], str]]
 
@@ -106,6 +116,30 @@ def mmengine_checkpoint_safe_globals() -> list[SafeGlobal]:
         entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
         entries.append((multiarray.scalar, f'{module}.scalar'))
     return entries
+
+
+#: The mmengine versions whose FSDPStrategy passes ``device_id=int(LOCAL_RANK)`` (read in 0.10.7).
+FSDP_DEVICE_ID_CHECKED = ('0.10.',)
+
+
+def fsdp_device_id() -> Union[int, torch.device]:
+    """The ``device_id`` for torch's FSDP in this process: ``LOCAL_RANK`` with CUDA, else CPU.
+
+    Raises:
+        RuntimeError: mmengine is a version this was not checked against (its FSDPStrategy
+            may place the model differently); the message names the version.
+    """
+    import os
+
+    import mmengine
+    if not mmengine.__version__.startswith(FSDP_DEVICE_ID_CHECKED):
+        raise RuntimeError(f'mmflora.compat.fsdp_device_id was checked against mmengine '
+                           f'{FSDP_DEVICE_ID_CHECKED} and this is mmengine '
+                           f'{mmengine.__version__}; read mmengine/_strategy/fsdp.py '
+                           f'(_wrap_model) and update the check')
+    if torch.cuda.is_available():
+        return int(os.environ.get('LOCAL_RANK', 0))
+    return torch.device('cpu')
 
 
 def apply_compat_shims() -> None:

@@ -8,6 +8,7 @@ One entry point for MMDetection, MMRotate and MMSegmentation configs: the config
     python tools/train.py CONFIG --work-dir work_dirs/x --resume          # latest checkpoint there
     python tools/train.py CONFIG --cfg-options train_dataloader.batch_size=2
     bash tools/dist_train.sh CONFIG 8                                     # 8 GPUs, one node
+    bash tools/dist_train.sh CONFIG 8 --strategy fsdp     # frozen base sharded (FlexibleRunner)
 
 Without CUDA, distributed runs (``--launcher pytorch``) use the gloo backend on CPU.
 """
@@ -27,6 +28,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmflora.engine  # noqa: F401,E402  (registers the hooks every run gets, see add_guard_hooks)
 from mmflora.apis import ConfigError, load_config, register_scope_modules  # noqa: F401,E402
+from mmflora.engine.fsdp import use_fsdp  # noqa: E402
 
 #: Hooks every run of these tools gets unless its config lists them already (see
 #: mmflora.engine): refuse a checkpoint that does not fit the model; keep the random state in
@@ -48,6 +50,10 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or, with no value, from the latest '
                         'checkpoint in the work dir')
+    parser.add_argument('--strategy', choices=['fsdp'],
+                        help="fsdp: mmengine's FlexibleRunner with mmflora's FLoRAFSDPStrategy "
+                        '(the frozen base sharded per block, adapters whole on every process; '
+                        'the adapter options come from the FLoRAHook entry)')
     return parse_common_args(parser, argv)
 
 
@@ -130,6 +136,12 @@ def prepare_config(args, default_work_dir_root: str = './work_dirs') -> Config:
         cfg.work_dir = osp.join(default_work_dir_root,
                                 osp.splitext(osp.basename(args.config))[0])
     setup_cpu_distributed(cfg)
+    strategy = (cfg.get('strategy') or {}).get('type')
+    if getattr(args, 'strategy', None) == 'fsdp' or strategy == 'FLoRAFSDPStrategy':
+        try:
+            use_fsdp(cfg)
+        except ValueError as error:
+            raise SystemExit(f'error: {args.config}: {error}') from None
     add_guard_hooks(cfg)
     return cfg
 

@@ -1,9 +1,9 @@
 """The command line of the GPU check (``python benchmarks/gpu_check.py``).
 
-Sections run in order (core, train, compile); each records its own failure, and the report
-(markdown and JSON) is rewritten after every section, so a failure or the time guard never loses
-what ran before. The time guard: the training section shares out the time left before the
-compile section's reserve, and an alarm stops whatever runs at the limit (less a few seconds to
+Sections run in order (core, train, internvit, compile); each records its own failure, and the
+report (markdown and JSON) is rewritten after every section, so a failure or the time guard never
+loses what ran before. The time guard: the training section shares out the time left before the
+InternViT and compile sections' reserves, and an alarm stops whatever runs at the limit (less a few seconds to
 write the report).
 
 Exit status: 0 when every section ran and every check passed and every case was measured; 1 when
@@ -25,12 +25,13 @@ import torch
 from ..harness import CoreWarnings
 from .compile import run_compile
 from .core import run_core_checks
+from .internvit import run_internvit
 from .report import environment, render
 from .train import METHODS, run_training
 
 #: benchmarks/, where the reports and their results data live.
 HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SECTIONS = ('core', 'train', 'compile')
+SECTIONS = ('core', 'train', 'internvit', 'compile')
 WRITE_RESERVE_S = 15.0  # the alarm goes off this long before the limit
 #: Exit statuses: every section ran and passed; something needs a look; the time guard fired.
 PASSED, PROBLEMS, STOPPED = 0, 1, 3
@@ -47,7 +48,7 @@ PROFILES = {
         warmup=2, reps=10,
         compile_keys=['flora-r38'], compile_size=dict(batch=2, px=640),
         compile_backend='inductor', compile_reps=10, compile_reserve_s=200.0,
-        compile_min_s=90.0),
+        compile_min_s=90.0, internvit_reserve_s=90.0),
     'quick': dict(
         model='convnextv2_atto',
         sizes=[dict(key='coco', label='COCO detection (tiny)', batch=2, px=64),
@@ -55,7 +56,7 @@ PROFILES = {
         warmup=1, reps=1,
         compile_keys=['flora-r38', 'lora-r8'], compile_size=dict(batch=2, px=96),
         compile_backend='aot_eager', compile_reps=1, compile_reserve_s=0.0,
-        compile_min_s=0.0),
+        compile_min_s=0.0, internvit_reserve_s=0.0),
 }
 
 
@@ -118,6 +119,8 @@ def problems(results: dict) -> List[str]:
                     found.append(f"train {size['key']}: {size['error']}")
                 found += [f"train {size['key']} {row['key']}: {row.get('error') or 'no peak'}"
                           for row in size['rows'] if row.get('error') or row['peak'] is None]
+        elif name == 'internvit' and not result.get('skipped') and not result['finite']:
+            found.append('internvit: the adapters are not finite after the step')
         elif name == 'compile':
             found += [f"compile {c['key']}: {'; '.join(c['failures'])}"
                       for c in result['cases'] if not c['passed']]
@@ -127,7 +130,8 @@ def problems(results: dict) -> List[str]:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='One-command GPU check of mmflora: the adapter core on the device, '
-        'ConvNeXt-V2-L training steps against the paper\'s Table 5, and torch.compile.')
+        'ConvNeXt-V2-L training steps against the paper\'s Table 5, InternViT-6B with FLoRA '
+        '(one step at 504 px), and torch.compile.')
     parser.add_argument('--device', default='cuda', help='cuda (default) or cpu')
     parser.add_argument('--quick', action='store_true', help='tiny shapes, one or two '
                         'repetitions: checks the script itself (seconds to a minute on CPU)')
@@ -191,7 +195,10 @@ def main(argv=None, started: Optional[float] = None) -> int:
         'train': lambda: run_training(
             profile, device, log,
             deadline=limit - (profile['compile_reserve_s'] if 'compile' in sections_wanted
-                              else 0.0), keys=keys),
+                              else 0.0) - (profile['internvit_reserve_s']
+                                           if 'internvit' in sections_wanted else 0.0),
+            keys=keys),
+        'internvit': lambda: run_internvit(profile, device, log),
         'compile': lambda: run_compile(profile, device, log, profile['compile_keys']),
     }
     stopped = False

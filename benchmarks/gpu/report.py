@@ -9,6 +9,7 @@ import torch
 
 from ..machine import package_versions
 from ..settings import MiB
+from .internvit import internvit_lines
 
 
 def driver_version() -> str:
@@ -201,6 +202,8 @@ def render(results: dict) -> str:
         lines += core_lines(sections['core']['result'])
     if sections.get('train', {}).get('result'):
         lines += train_lines(sections['train']['result'], env['device'])
+    if sections.get('internvit', {}).get('result'):
+        lines += internvit_lines(sections['internvit']['result'])
     if sections.get('compile', {}).get('result'):
         lines += compile_lines(sections['compile']['result'])
     if results.get('notes'):

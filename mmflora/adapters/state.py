@@ -22,16 +22,30 @@ _DESCRIBED = ('method', 'r', 'r_kernel', 'mode', 'lora_conv_form', 'scale', 'alp
 _DEFAULTS = AdapterConfig().to_dict()
 
 
+#: Name parts torch's wrappers insert between a module and its children (FSDP units,
+#: activation-checkpointing wrappers); their own ``state_dict`` leaves them out, and so does
+#: :func:`adapter_state_dict`.
+WRAPPER_NAME_PARTS = ('_fsdp_wrapped_module.', '_checkpoint_wrapped_module.')
+
+
+def clean_state_name(name: str) -> str:
+    """``name`` without the parts torch's FSDP and checkpoint wrappers insert."""
+    for part in WRAPPER_NAME_PARTS:
+        name = name.replace(part, '')
+    return name
+
+
 def adapter_state_dict(model: nn.Module) -> Dict[str, Tensor]:
     """Every tensor an adapter file must hold to rebuild the trained model on its base.
 
     That is each trainable parameter (adapters, and whatever was left trainable: heads, norms,
     biases) plus the buffers of modules whose own parameters train (BatchNorm statistics of a
-    trained head, say), keyed by full name.
+    trained head, say), keyed by full name as in ``model.state_dict()`` (also when FSDP or
+    activation checkpointing wrap parts of the model).
     """
     state = {}
     for module_name, module in model.named_modules():
-        prefix = f'{module_name}.' if module_name else ''
+        prefix = clean_state_name(f'{module_name}.') if module_name else ''
         own = [(n, p) for n, p in module._parameters.items() if p is not None]
         trains = False
         for name, param in own:

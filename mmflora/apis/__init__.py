@@ -11,6 +11,8 @@
   pretrained base (its classifier, its file's checksum), the linear probe of its features and
   the warm-up + cosine schedule, which the pretraining and probe tools, the demo and the
   transfer benchmark share (imported from their modules, not re-exported here).
+* :mod:`mmflora.apis.memory_plan`: parameter counts and per-GPU memory of a config's run,
+  from its model on the meta device (``tools/memory_plan.py``).
 
 Nothing here depends on :mod:`mmflora.engine`; the hooks and ``tools/`` build on it.
 """

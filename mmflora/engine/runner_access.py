@@ -17,7 +17,7 @@ frozen parameter.
 import contextlib
 import copy
 import logging
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import mmengine
 import torch
@@ -92,6 +92,13 @@ def checkpoint_source(runner, checkpoint: dict) -> str:
     return str(path) if path else 'the checkpoint'
 
 
+def sharded_state_shapes(runner) -> Optional[Dict[str, tuple]]:
+    """{state name: full shape} when the runner's strategy shards the frozen base
+    (``FLoRAFSDPStrategy.state_shapes``, recorded before wrapping), else None."""
+    shapes = getattr(getattr(runner, 'strategy', None), 'state_shapes', None)
+    return shapes if isinstance(shapes, dict) and shapes else None
+
+
 def rewrap_model(runner, model: nn.Module) -> None:
     """Wrap ``model`` again as the runner did, after parameters were added to it.
 
@@ -122,11 +129,11 @@ def rebuild_optimizer(runner) -> int:
             'it again from the config, but runner.cfg.optim_wrapper is '
             f'{type(optim_cfg).__name__}; build the runner with Runner.from_cfg(cfg) and '
             'an optim_wrapper dict (an optimizer config, not an Optimizer object)')
-    with _quiet_frozen_skips() as skipped:
+    with quiet_frozen_skips() as skipped:
         optim_wrapper = runner.build_optim_wrapper(copy.deepcopy(optim_cfg))
     # Without paramwise_cfg mmengine's constructor hands model.parameters() to the
     # optimizer, frozen ones included; keep only what trains.
-    skipped[0] += _drop_frozen_from_optimizer(optim_wrapper)
+    skipped[0] += drop_frozen_from_optimizer(optim_wrapper)
     # scale_lr refuses to run once schedulers are built: give it the config form first.
     runner.optim_wrapper = optim_wrapper
     scheduler_cfg = runner.cfg.get('param_scheduler')
@@ -142,7 +149,7 @@ def has_single_optimizer(runner) -> bool:
     return isinstance(runner.optim_wrapper, OptimWrapper)
 
 
-def _drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
+def drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
     """Remove ``requires_grad=False`` parameters from every param group; return how many."""
     wrappers = optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict) else [
         optim_wrapper]
@@ -156,7 +163,7 @@ def _drop_frozen_from_optimizer(optim_wrapper: OptimWrapper) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_frozen_skips() -> Iterator[List[int]]:
+def quiet_frozen_skips() -> Iterator[List[int]]:
     """Count, instead of printing, mmengine's one-warning-per-frozen-parameter messages."""
     counter = [0]
 

@@ -8,28 +8,27 @@ registry; OpenMMLab's child registries (mmdet, mmseg, mmrotate) fall back to
 the root, so ``type='ConvNeXtV2'`` resolves under any of their default scopes.
 """
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXt
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmflora.adapters import iter_adapter_layers
-from mmflora.apis.pretrained import pretrained_init_entries
 from .checkpoint_formats import (convert_to_backbone, load_checkpoint_file,
                                  unwrap_state_dict)
+from .out_indices import resolve_out_indices
+from .pretrained_init import PretrainedInitMixin, base_state_keys
 
 # A checkpoint must fill at least this share of the trunk's tensors.
 MIN_MATCHED_FRACTION = 0.5
 
 
 @MODELS.register_module()
-class ConvNeXtV2(BaseModule):
+class ConvNeXtV2(PretrainedInitMixin):
     """ConvNeXt-V2 backbone returning one feature map per selected stage.
 
     Stage ``i`` outputs ``dims[i]`` channels at stride ``4 * 2**i`` (C, 2C,
@@ -92,7 +91,8 @@ class ConvNeXtV2(BaseModule):
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.depths, self.dims = self._parse_arch(arch)
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = resolve_out_indices(out_indices, self.num_stages, 'ConvNeXtV2',
+                                               'stage')
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(
                 f'ConvNeXtV2 frozen_stages={frozen_stages} is out of range; '
@@ -138,23 +138,6 @@ class ConvNeXtV2(BaseModule):
                 f'"dims" with {self.num_stages} entries each, e.g. '
                 "dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)).")
         return tuple(int(d) for d in depths), tuple(int(c) for c in dims)
-
-    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        parsed = []
-        for index in out_indices:
-            resolved = index + self.num_stages if index < 0 else index
-            if not 0 <= resolved < self.num_stages:
-                raise ValueError(
-                    f'ConvNeXtV2 out_indices entry {index} is out of range; '
-                    f'use stage indices 0 ... {self.num_stages - 1}.')
-            parsed.append(resolved)
-        if len(set(parsed)) != len(parsed) or not parsed:
-            raise ValueError(
-                f'ConvNeXtV2 out_indices={tuple(out_indices)} must name '
-                'each stage at most once and at least one stage.')
-        return tuple(parsed)
 
     def _freeze_stages(self) -> None:
         """Put the frozen stem/stages in eval mode and stop their gradients."""
@@ -208,46 +191,6 @@ class ConvNeXtV2(BaseModule):
     # ------------------------------------------------------------------
     # pretrained weights
     # ------------------------------------------------------------------
-    def init_weights(self) -> None:
-        """Apply ``init_cfg``; a ``Pretrained`` entry goes through
-        :meth:`load_pretrained` (format conversion and key report)."""
-        cfgs = self.init_cfg
-        if isinstance(cfgs, dict):
-            cfgs = [cfgs]
-        cfgs = list(cfgs or [])
-        pretrained = pretrained_init_entries(cfgs)
-        if not pretrained or self.is_init:
-            super().init_weights()
-            return
-        if len(pretrained) > 1:
-            raise ValueError(
-                f'ConvNeXtV2 init_cfg has {len(pretrained)} Pretrained '
-                'entries; keep one.')
-        saved = self.init_cfg
-        self.init_cfg = [c for c in cfgs if c not in pretrained] or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = saved
-        cfg = dict(pretrained[0])
-        cfg.pop('type')
-        self.load_pretrained(**cfg)
-
-    def _adapter_tensors(self) -> Dict[str, Tensor]:
-        """Every adapter tensor (injected by ``FLoRAConvNeXtV2`` or ``FLoRAHook``) by name."""
-        return {
-            f'{name}.{key}': param
-            for name, layer in iter_adapter_layers(self)
-            for key, param in layer.adapter_parameters().items()
-        }
-
-    def _checkpoint_state_keys(self) -> Set[str]:
-        """State-dict keys a pretrained checkpoint is expected to fill.
-
-        Adapter tensors are in no ConvNeXt-V2 checkpoint, so they are not expected.
-        """
-        return set(self.state_dict()) - set(self._adapter_tensors())
-
     def load_pretrained(self,
                         checkpoint: Union[str, Mapping],
                         prefix: Optional[str] = None,
@@ -280,7 +223,7 @@ class ConvNeXtV2(BaseModule):
         converted, dropped, fmt = convert_to_backbone(tensors,
                                                       checkpoint_format)
         own = self.state_dict()
-        expected = self._checkpoint_state_keys()
+        expected = base_state_keys(self)  # adapter tensors are in no ConvNeXt-V2 checkpoint
         mismatched = [
             f'{k}: checkpoint {tuple(v.shape)} vs model '
             f'{tuple(own[k].shape)}' for k, v in converted.items()

@@ -62,7 +62,7 @@ def test_quick_mode_leaves_the_committed_gpu_report_alone(quick):
 def test_every_section_ran_and_the_report_names_the_machine(quick):
     data = quick['data']
     assert [(name, s['status']) for name, s in data['sections'].items()] == [
-        ('core', 'ok'), ('train', 'ok'), ('compile', 'ok')]
+        ('core', 'ok'), ('train', 'ok'), ('internvit', 'ok'), ('compile', 'ok')]
     assert data['environment']['device'] == 'cpu'
     assert {'torch', 'timm', 'cuda (torch build)'} <= set(data['environment']['versions'])
     assert 0 < data['wall_seconds'] < data['time_limit']
@@ -166,7 +166,7 @@ def test_exit_status_says_whether_anything_needs_a_look(quick):
 def test_markdown_renders_every_section(quick):
     text = quick['out'].read_text()
     for heading in ('## Machine', '## Sections', '## (a) Adapter core', '## (b) Training step',
-                    '## (c) torch.compile', '## Notes'):
+                    '## (c) torch.compile', '## (d) InternViT-6B', '## Notes'):
         assert heading in text
     for method in METHODS:
         assert f'| {method.label} |' in text

@@ -46,14 +46,25 @@ def all_configs():
     return sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
 
 
+def internvit_configs():
+    """The InternViT-6B configs (Table 2): FLoRA at two budgets and the baselines."""
+    return [p for p in all_configs() if 'internvit6b' in p.stem]
+
+
 def table2_configs():
-    """The Table 2 configs: FLoRA r = 16 and 32 and the baselines on ViT-B/16."""
+    """The Table 2 configs on ViT-B/16: FLoRA and the baselines."""
     return [p for p in all_configs() if 'vit-b16' in p.stem]
 
 
 def shrink_model(model: dict) -> None:
-    """Swap the backbone for an untrained small one (ConvNeXt-V2-atto, or a ViT of width 32)
-    and fit the channels after it."""
+    """Swap the backbone for an untrained small one and fit the channels after it.
+
+    ConvNeXt-V2 becomes 'atto'; mmseg's ViT-B/16 a ViT of width 32; InternViT-6B four blocks
+    of width 64 (``TINY_VIT``) feeding the same neck and heads, 16 channels wide.
+    """
+    if model.backbone.type == 'InternViT6B':
+        _shrink_internvit(model)
+        return
     if model.backbone.type == 'VisionTransformer':
         shrink_vit(model)
         return
@@ -65,6 +76,19 @@ def shrink_model(model: dict) -> None:
         model.decode_head.in_channels = [ATTO_DIMS[i] for i in model.decode_head.in_index]
     if 'auxiliary_head' in model:
         model.auxiliary_head.in_channels = ATTO_DIMS[model.auxiliary_head.in_index]
+
+
+#: The InternViT-6B configs' backbone shrunk for CPU runs: 4 x 4 patches of 14 px at 56 px.
+TINY_VIT = dict(img_size=56, embed_dim=64, depth=4, num_heads=4, out_indices=(0, 1, 2, 3),
+                init_cfg=None)
+
+
+def _shrink_internvit(model: dict) -> None:
+    model.backbone.update(TINY_VIT)
+    width = TINY_VIT['embed_dim']
+    model.neck.embed_dim = width
+    model.decode_head.update(in_channels=[width] * 4, channels=16)
+    model.auxiliary_head.update(in_channels=width, channels=16)
 
 
 def shrink_vit(model: dict, image_size: int = 96) -> None:

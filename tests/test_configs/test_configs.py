@@ -3,10 +3,11 @@ import pytest
 from mmengine.config import Config
 
 from .helpers import (ATTO_DIMS, CONFIG_DIR, PAPER_CONFIGS, all_configs, build_model,
-                      shrink_model, table2_configs)
+                      internvit_configs, shrink_model, table2_configs)
 
 LARGE_DIMS = [192, 384, 768, 1536]
-CONFIGS = all_configs()
+# The InternViT-6B configs have tests of their own.
+CONFIGS = [p for p in all_configs() if p not in internvit_configs()]
 # The ConvNeXt-V2 configs (Table 1 and the demos); Table 2's are tested in test_table2_configs.
 CONVNEXT_CONFIGS = [path for path in CONFIGS if path not in table2_configs()]
 

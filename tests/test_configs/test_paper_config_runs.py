@@ -120,3 +120,38 @@ def test_table2_vit_config_trains_two_iterations_with_a_gradient_on_every_adapte
     # gradient once the zero-initialised cores have moved, in the second iteration.
     assert len(watch.tensors) == 4 * 4 * 3
     assert set(watch.tensors) == watch.with_gradient
+
+
+def test_internvit_flora_config_loads_the_release_checkpoint_and_trains_on_cpu(demo_data, tmp_path):
+    """Table 2's FLoRA config, shrunk to four blocks of width 64: the backbone loads a checkpoint
+    in the layout of the authors' intern_vit_6b_224px.pth, FLoRAHook adapts every Linear, two
+    iterations train the adapters, neck and heads, and the validation reports mIoU."""
+    from ..test_models.published_internvit_layouts import random_state_dict, release_backbone
+    from .helpers import CONFIG_DIR, TINY_VIT
+    theirs = random_state_dict(release_backbone(TINY_VIT['depth'], TINY_VIT['embed_dim'], 14))
+    checkpoint = tmp_path / 'intern_vit_6b_224px.pth'
+    torch.save(theirs, checkpoint)
+    cfg = small_run_config('ade', demo_data, tmp_path / 'work', size=56,
+                           config=CONFIG_DIR / 'flora' / 'upernet_internvit6b_ade20k.py')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(checkpoint))
+    # Seconds instead of tens on 2 cores: no timing of the two adapter paths per tiny layer,
+    # no recomputation (both are tested on their own).
+    cfg.custom_hooks[0].path = 'factorised'
+    cfg.model.backbone.with_cp = False
+    train_tool.register_scope_modules(cfg)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+    assert runner.iter == 2
+    assert np.isfinite(runner.message_hub.log_scalars['val/mIoU'].current())
+    params = dict(runner.model.named_parameters())
+    cores = {k: p for k, p in params.items() if k.endswith('.core')}
+    assert len(cores) == 4 * TINY_VIT['depth']  # qkv, proj, fc1, fc2 of every block
+    assert all(p.requires_grad for p in cores.values())
+    assert any(p.detach().abs().sum() > 0 for p in cores.values()), 'no core left zero init'
+    for key in ('blocks.0.attn.qkv.weight', 'blocks.3.mlp.fc2.bias', 'pos_embed'):
+        loaded = params[f'backbone.{key}']
+        assert not loaded.requires_grad
+        if key != 'pos_embed':  # resized from the 16 x 16 grid to 4 x 4
+            assert torch.equal(loaded.detach(), theirs[key]), key
+    assert osp.exists(osp.join(cfg.work_dir, 'iter_2.adapter.safetensors'))

@@ -6,6 +6,7 @@ from torch import nn
 
 from mmflora.adapters import METHODS, iter_adapter_layers
 from mmflora.models import ConvNeXtV2, FLoRAConvNeXtV2
+from mmflora.models.pretrained_init import adapter_tensors
 from .checkpoint_fixtures import export_state_dict
 
 
@@ -54,7 +55,7 @@ def test_pointwise_false_adapts_only_the_convs():
 
 def test_base_is_frozen_and_adapters_and_output_norms_train():
     model = _flora(trainable=[r'mlp\.grn\.'])
-    adapters = set(model._adapter_tensors())
+    adapters = set(adapter_tensors(model))
     for name, param in model.named_parameters():
         expected = (name in adapters or name.startswith('norm')
                     or '.mlp.grn.' in name)
@@ -82,7 +83,7 @@ def test_every_method_starts_exactly_at_the_loaded_checkpoint(tmp_path, method):
     ('bitfit', 'bias'), ('full', 'all'), ('none', 'norms')])
 def test_each_method_trains_its_own_parameter_set(method, trainable):
     model = _flora(method=method)
-    adapters = set(model._adapter_tensors())
+    adapters = set(adapter_tensors(model))
     for name, param in model.named_parameters():
         if name.startswith('norm') or trainable == 'all':
             assert param.requires_grad, name
@@ -101,9 +102,9 @@ def test_init_weights_keeps_the_zero_core_under_a_truncnormal_init(tmp_path):
         init_cfg=[dict(type='TruncNormal', layer=['Conv2d', 'Linear'],
                        std=0.5, bias=0.3),
                   dict(type='Pretrained', checkpoint=path)])
-    before = {k: v.clone() for k, v in model._adapter_tensors().items()}
+    before = {k: v.clone() for k, v in adapter_tensors(model).items()}
     model.init_weights()
-    for key, value in model._adapter_tensors().items():
+    for key, value in adapter_tensors(model).items():
         assert torch.equal(value, before[key]), key
     assert all(not layer.lora_B.any() for _, layer in iter_adapter_layers(model))
 

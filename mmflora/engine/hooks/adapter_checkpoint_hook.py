@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from mmflora.adapters import adapter_file_problem, save_adapters
 from mmflora.adapters.state import write_text_atomically
 from mmflora.apis import check_base_source, unwrap_model
-from ..runner_access import is_resuming
+from ..runner_access import is_resuming, sharded_state_shapes
 from .checkpoint_state import (complete_slim_checkpoint, drop_frozen_parameters,
                                restore_averaged_base)
 
@@ -121,8 +121,8 @@ class AdapterCheckpointHook(Hook):
         ``EMAHook`` that holds the averaged weights, and so will the adapter file.
         """
         self._checkpoint_state = checkpoint.get('state_dict')
-        if self.save_frozen:
-            return
+        if self.save_frozen or sharded_state_shapes(runner):
+            return  # (FLoRAFSDPStrategy's checkpoints hold no frozen weights to drop)
         removed = drop_frozen_parameters(unwrap_model(runner.model), checkpoint)
         runner.logger.debug(f'AdapterCheckpointHook: {removed:,} frozen weights left out of '
                             f'the checkpoint')

@@ -28,7 +28,8 @@ from torch import nn
 
 from mmflora.adapters import adapter_configs, describe_trained_with, iter_adapter_layers
 from mmflora.apis import unwrap_model
-from ..runner_access import checkpoint_source, is_resuming, is_training_run
+from ..runner_access import (checkpoint_source, is_resuming, is_training_run,
+                             sharded_state_shapes)
 from .checkpoint_state import (frozen_parameter_names, loaded_name, slim_info,
                                trained_state_names)
 
@@ -84,18 +85,31 @@ class CheckpointFit:
         return '; '.join(parts)
 
 
-def compare_checkpoint(model: nn.Module, checkpoint: dict) -> CheckpointFit:
+def compare_checkpoint(model: nn.Module, checkpoint: dict,
+                       sharded_shapes: Optional[Dict[str, tuple]] = None) -> CheckpointFit:
     """Compare ``checkpoint['state_dict']`` with ``model`` as mmengine will load it.
 
     The frozen base weights a slim checkpoint leaves out on purpose do not count as missing.
+
+    Args:
+        model (nn.Module): The unwrapped model.
+        checkpoint (dict): The loaded checkpoint.
+        sharded_shapes (dict, optional): {state name: full shape} of a model whose frozen
+            base FSDP shards (``FLoRAFSDPStrategy.state_shapes``): compared instead of the
+            model's own state dict, which would gather the base, and the base, which such
+            checkpoints never hold, does not count as missing.
     """
     state = {loaded_name(key): value for key, value in checkpoint['state_dict'].items()}
-    own = model.state_dict()
-    mismatched = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-                  if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)}
+    own = sharded_shapes or {k: tuple(v.shape) for k, v in model.state_dict().items()
+                             if hasattr(v, 'shape')}
+    mismatched = {k: (tuple(v.shape), own[k]) for k, v in state.items()
+                  if k in own and hasattr(v, 'shape') and tuple(v.shape) != own[k]}
     missing = sorted(set(own) - set(state))
     info = slim_info(checkpoint)
-    if info and not info.get('completed'):
+    if sharded_shapes:
+        trained = trained_state_names(model)
+        missing = [k for k in missing if k in trained]
+    elif info and not info.get('completed'):
         frozen = set(frozen_parameter_names(model))
         missing = [k for k in missing if k not in frozen]
     return CheckpointFit(mismatched, missing, sorted(set(state) - set(own)))
@@ -141,7 +155,7 @@ class CheckpointMatchHook(Hook):
                 f'{source} was saved without its frozen base weights (save_frozen=False) and '
                 f"only AdapterCheckpointHook restores them; add dict(type='AdapterCheckpointHook')"
                 f' to custom_hooks')
-        fit = compare_checkpoint(model, checkpoint)
+        fit = compare_checkpoint(model, checkpoint, sharded_state_shapes(runner))
         if is_resuming(runner):
             fatal, purpose = fit.describe(trained_state_names(model)), 'resume from'
         elif is_training_run(runner):

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from mmflora.adapters import AdapterLayer, iter_adapter_layers
 from mmflora.apis import unwrap_model
+from ..runner_access import sharded_state_shapes
 
 #: Extra columns of the random sketch beyond r (oversampling), and the power iterations used
 #: when the update's rank is not bounded by r (DoRA).
@@ -146,10 +147,21 @@ class DeltaWeightStatsHook(Hook):
         self.amplification = amplification
         self.rank = rank
         self._warned = False
+        self._off = False
+
+    def before_train(self, runner) -> None:
+        """Turn off, saying why, where FSDP shards the base weights the statistics need."""
+        if sharded_state_shapes(runner):
+            self._off = True
+            runner.logger.warning(f'DeltaWeightStatsHook is off under '
+                                  f'{type(runner.strategy).__name__}: its statistics need the '
+                                  f'frozen base weights, which FSDP shards across the processes; '
+                                  f'train under DDP or on one process to log them')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Compute and log the statistics every ``interval`` iterations (main process)."""
-        if not self.every_n_train_iters(runner, self.interval) or not is_main_process():
+        if self._off or not self.every_n_train_iters(runner, self.interval) \
+                or not is_main_process():
             return
         started = time.perf_counter()
         stats = self.compute(unwrap_model(runner.model))

@@ -52,6 +52,7 @@ there by itself.
 The hook supports mmengine's ``Runner`` built from a config (``Runner.from_cfg``, as every
 OpenMMLab ``tools/train.py`` does); it needs ``cfg.optim_wrapper`` to rebuild the optimizer.
 """
+import json
 import logging
 from typing import Dict, List, Optional
 
@@ -62,6 +63,7 @@ from torch import nn
 
 from mmflora.adapters import (AdapterConfig, inject_adapters, iter_adapter_layers,
                               preserve_adapter_init, read_adapter_metadata)
+from mmflora.adapters.state import adapter_configs
 from mmflora.apis import apply_adapter_file, check_base_source, unwrap_model
 from ..runner_access import (check_mmengine_version, has_loaded_checkpoint,
                              has_single_optimizer, is_resuming, rebuild_optimizer, rewrap_model)
@@ -187,6 +189,9 @@ class FLoRAHook(Hook):
         if model is self._model:
             return  # val/test after train on the same runner: already adapted
         check_mmengine_version()
+        if hasattr(runner, 'strategy'):
+            self._check_strategy_injected(runner, model)
+            return
         self._warn_about_earlier_hooks(runner)
         ensure_checkpoint_match_hook(runner)
         config = self.resolve_config(model)
@@ -206,8 +211,34 @@ class FLoRAHook(Hook):
             runner.logger.info(f'FLoRAHook rebuilt the optimizer over the trainable parameters; '
                                f'{skipped} frozen parameters are left out of it')
         model = unwrap_model(runner.model)  # wrap_model may swap SyncBN layers, never the model
-        self._guard_adapter_init(model)
+        guard_adapter_init(model)
         self._model = model
+
+    def _check_strategy_injected(self, runner, model: nn.Module) -> None:
+        """Under mmengine's ``FlexibleRunner`` the strategy wraps the model, builds the
+        optimizer and resumes before any ``before_run``: the adapters must be there already
+        (``FLoRAFSDPStrategy`` injects them when it builds the model)."""
+        configs = adapter_configs(model)
+        if not configs:
+            raise RuntimeError(
+                f'FLoRAHook: under {type(runner).__name__} the strategy '
+                f'({type(runner.strategy).__name__}) wraps the model, builds the optimizer and '
+                f'loads checkpoints before hooks run, so adapters injected now would train in '
+                f'no optimizer; use strategy=dict(type=\'FLoRAFSDPStrategy\', adapter=...) '
+                f'(tools/train.py --strategy fsdp sets it up from this hook)')
+        wanted = self.config and json.loads(json.dumps(self.config.to_dict(), default=str))
+        if wanted and wanted not in configs.values():
+            raise RuntimeError(f'FLoRAHook: the model carries adapters {configs} that differ '
+                               f'from this hook\'s {wanted}; give the strategy '
+                               f'the same adapter options')
+        if self.adapter_checkpoint is not None:
+            raise RuntimeError(f'FLoRAHook(adapter_checkpoint={self.adapter_checkpoint!r}) is '
+                               f'not supported under {type(runner).__name__}; resume or '
+                               f'load_from a checkpoint written by the same strategy')
+        runner.logger.info(f'FLoRAHook: {type(runner.strategy).__name__} injected the adapters '
+                           f'when it built the model; nothing to do here')
+        self._model = model
+        self._checkpoint_applied = True
 
     def resolve_config(self, model: nn.Module) -> Optional[AdapterConfig]:
         """The configuration to inject with, or None to only load an adapter file."""
@@ -223,24 +254,6 @@ class FLoRAHook(Hook):
                 f'submodule) and the model carries no adapters; give the method, targets and '
                 f'ranks explicitly')
         return AdapterConfig.from_dict(stored)
-
-    @staticmethod
-    def _guard_adapter_init(model: nn.Module) -> None:
-        """Keep the adapter initialisation through ``model.init_weights`` (run next by train)."""
-        if not callable(getattr(model, 'init_weights', None)) or getattr(model, 'is_init', False):
-            return
-        original = model.init_weights
-
-        def init_weights() -> None:
-            with preserve_adapter_init(model) as outcome:
-                original()
-            if outcome.restored:
-                print_log(f'FLoRAHook: init_weights changed {outcome.restored} adapter tensors; '
-                          f'they were put back to their initialisation', logger='current',
-                          level=logging.WARNING)
-            del model.init_weights  # back to the class method
-
-        model.init_weights = init_weights
 
     def _warn_about_earlier_hooks(self, runner) -> None:
         for hook in runner.hooks:
@@ -283,3 +296,25 @@ class FLoRAHook(Hook):
         runner.logger.info(f'FLoRAHook loaded adapters from {self.adapter_checkpoint}'
                            + (f' (missing {metadata["missing"]}, unexpected '
                               f'{metadata["unexpected"]})' if not self.strict_load else ''))
+
+
+def guard_adapter_init(model: nn.Module) -> None:
+    """Keep the adapter initialisation through the next ``model.init_weights`` call.
+
+    An init scheme written for the base (xavier on every matrix, say) must not touch the
+    adapters; DoRA magnitudes are derived again from the loaded base weights.
+    """
+    if not callable(getattr(model, 'init_weights', None)) or getattr(model, 'is_init', False):
+        return
+    original = model.init_weights
+
+    def init_weights() -> None:
+        with preserve_adapter_init(model) as outcome:
+            original()
+        if outcome.restored:
+            print_log(f'FLoRAHook: init_weights changed {outcome.restored} adapter tensors; '
+                      f'they were put back to their initialisation', logger='current',
+                      level=logging.WARNING)
+        del model.init_weights  # back to the class method
+
+    model.init_weights = init_weights

@@ -23,12 +23,16 @@ are converted to those names, each described by one record in
 :func:`load_checkpoint_file` reads a file, :func:`unwrap_state_dict` finds the
 backbone's tensors in it, :func:`detect_format` names their layout and
 :func:`convert_to_backbone` renames and reshapes them.
+
+The records (:class:`Layout`, :class:`Rule`, :class:`Reshape`), the file reading and
+:func:`convert_with_layout` serve other backbones' layouts too (InternViT-6B:
+:mod:`mmflora.models.internvit.layouts`).
 """
-from .convert import convert_to_backbone, detect_format
+from .convert import convert_to_backbone, convert_with_layout, detect_format
 from .files import load_checkpoint_file, unwrap_state_dict
 from .layouts import FORMATS, LAYOUTS, Layout, Reshape, Rule
 
 __all__ = [
-    'FORMATS', 'LAYOUTS', 'Layout', 'Reshape', 'Rule', 'convert_to_backbone',
+    'FORMATS', 'LAYOUTS', 'Layout', 'Reshape', 'Rule', 'convert_to_backbone', 'convert_with_layout',
     'detect_format', 'load_checkpoint_file', 'unwrap_state_dict'
 ]

@@ -1,4 +1,4 @@
-"""Conversion of a published ConvNeXt-V2 checkpoint to the backbone's names."""
+"""Conversion of a published checkpoint to a backbone's names, one layout record at a time."""
 import re
 from collections.abc import Mapping
 from typing import List, Optional, Tuple
@@ -39,8 +39,8 @@ def detect_format(state_dict: Mapping) -> str:
         'backbone sits under another key prefix, set init_cfg.prefix.')
 
 
-def _to_backbone(layout: Layout, key: str,
-                 value: Tensor) -> Optional[Tuple[str, Tensor]]:
+def _to_backbone(layout: Layout, key: str, value: Tensor,
+                 owner: str) -> Optional[Tuple[str, Tensor]]:
     """The backbone's key and tensor for one tensor of ``layout``.
 
     Returns None for tensors that are not the backbone's (classifier head,
@@ -59,7 +59,7 @@ def _to_backbone(layout: Layout, key: str,
             return ours, rule.to_ours(value)
         except (RuntimeError, ValueError) as err:  # a shape the layout never has
             raise ValueError(
-                f'ConvNeXtV2 cannot read {key!r} of shape {tuple(value.shape)} '
+                f'{owner} cannot read {key!r} of shape {tuple(value.shape)} '
                 f'as {layout.name} format, which stores it as a '
                 f'{rule.reshape.stored}. Check the file, or set '
                 'checkpoint_format if it is not in this format.') from err
@@ -89,11 +89,28 @@ def convert_to_backbone(state_dict: Mapping,
         raise ValueError(
             f'ConvNeXtV2 checkpoint format {fmt!r} is unknown; '
             f'use one of {FORMATS}.')
+    converted, dropped = convert_with_layout(state_dict, LAYOUTS[fmt], 'ConvNeXtV2')
+    return converted, dropped, fmt
+
+
+def convert_with_layout(state_dict: Mapping, layout: Layout,
+                        owner: str) -> Tuple[StateDict, List[str]]:
+    """Rename and reshape a checkpoint's tensors by one layout record.
+
+    Args:
+        state_dict: Unwrapped tensors, see :func:`unwrap_state_dict`.
+        layout: The record of the checkpoint's layout.
+        owner: The backbone that reads them, for messages.
+
+    Returns:
+        The converted tensors (a key no rule covers is kept as it is, for the backbone to
+        report), and the keys dropped on purpose (other parts of the published model).
+    """
     converted, dropped = {}, []
     for key, value in state_dict.items():
-        item = _to_backbone(LAYOUTS[fmt], key, value)
+        item = _to_backbone(layout, key, value, owner)
         if item is None:
             dropped.append(key)
         else:
             converted[item[0]] = item[1]
-    return converted, dropped, fmt
+    return converted, dropped
