@@ -201,10 +201,12 @@ fi
 step "mmflora and the OpenMMLab stack (mmdet, mmseg, mmrotate, timm) + test tools"
 # Installed already when: mmflora is installed editable from this checkout, by this setup.py
 # (its sha256 is kept in the environment), and every requirement of it and of its tests and
-# bench extras is installed at a version it allows. Otherwise (re)install.
+# bench extras is installed at a version it allows. Otherwise (re)install. The check runs with
+# python -P: the working directory off sys.path, where the checkout's mmflora.egg-info (written
+# by the editable install, without pip's direct_url.json) would stand in for the installed one.
 SETUP_STAMP="$VENV/.mmflora-setup.sha256"
 setup_sum="$(sha256sum "$ROOT/setup.py" | cut -d' ' -f1)"
-if [ "$(cat "$SETUP_STAMP" 2>/dev/null)" = "$setup_sum" ] && "$PY" - "$ROOT" <<'EOF' 2>/dev/null
+if [ "$(cat "$SETUP_STAMP" 2>/dev/null)" = "$setup_sum" ] && "$PY" -P - "$ROOT" <<'EOF' 2>/dev/null
 import json, os, sys
 from importlib import metadata
 from packaging.requirements import Requirement

@@ -21,13 +21,23 @@ SCRIPT = REPO / 'tools' / 'setup_env.sh'
 STAMP = '.mmflora-setup.sha256'
 
 
+def installed_mmflora() -> metadata.Distribution:
+    """mmflora as pip installed it, not the ``mmflora.egg-info`` an editable install leaves in
+    the checkout (found first when the checkout is on ``sys.path``, and without pip's
+    ``direct_url.json``)."""
+    for dist in metadata.distributions(name='mmflora'):
+        if dist.read_text('direct_url.json'):
+            return dist
+    pytest.fail('mmflora is not installed with pip here (no direct_url.json in any dist-info)')
+
+
 @pytest.fixture
 def installed_env(tmp_path):
     """A stand-in for ``.venv`` after a first run: (venv folder, file of the pip calls)."""
     venv, pip_calls = tmp_path / 'venv', tmp_path / 'pip_calls.txt'
     dist = tmp_path / 'dists' / 'mmflora-0.1.0.dist-info'
     dist.mkdir(parents=True)
-    (dist / 'METADATA').write_text(metadata.distribution('mmflora').read_text('METADATA'))
+    (dist / 'METADATA').write_text(installed_mmflora().read_text('METADATA'))
     (dist / 'direct_url.json').write_text(
         json.dumps(dict(url=REPO.as_uri(), dir_info=dict(editable=True))))
     (venv / 'bin').mkdir(parents=True)
@@ -64,14 +74,14 @@ def install_check(root) -> subprocess.CompletedProcess:
     """The script's check that mmflora is installed (its Python between ``<<'EOF'`` and ``EOF``
     after the stamp test), run on this environment for the checkout ``root``."""
     text = SCRIPT.read_text()
-    start = text.index('"$PY" - "$ROOT" <<\'EOF\'')
+    start = text.index('"$PY" -P - "$ROOT" <<\'EOF\'')
     check = text[text.index('\n', start) + 1:text.index('\nEOF\n', start)]
-    return subprocess.run([sys.executable, '-', str(root)], input=check, capture_output=True,
-                          text=True)
+    return subprocess.run([sys.executable, '-P', '-', str(root)], input=check,
+                          capture_output=True, text=True, cwd=REPO)
 
 
 def test_the_install_check_accepts_the_checkout_mmflora_is_installed_from():
-    url = json.loads(metadata.distribution('mmflora').read_text('direct_url.json'))['url']
+    url = json.loads(installed_mmflora().read_text('direct_url.json'))['url']
     result = install_check(url.removeprefix('file://'))
     assert result.returncode == 0, result.stderr
 
