@@ -35,8 +35,8 @@ from mmengine.logging import MMLogger  # noqa: E402
 
 from mmflora.adapters import inject_adapters, iter_adapter_layers, merge_and_unload  # noqa: E402
 from mmflora.apis import (ConfigError, apply_adapter_file,  # noqa: E402
-                          build_model_from_config, ensure_base_weights, load_config,
-                          pretrained_init_modules)
+                          build_model_from_config, ensure_base_weights, flora_hook_entries,
+                          load_config, pretrained_init_modules)
 from mmflora.engine.hooks import FLoRAHook  # noqa: E402
 
 
@@ -98,18 +98,12 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str) -> None:
         model.load_state_dict(state, strict=True)
 
 
-def flora_hook_entry(cfg):
-    """The config's ``FLoRAHook`` entry of ``custom_hooks``, or None."""
-    hooks = [hook for hook in cfg.get('custom_hooks') or []
-             if str(hook.get('type')).split('.')[-1] == 'FLoRAHook']
-    return hooks[0] if hooks else None
-
-
 def inject_hook_adapters(cfg, model: torch.nn.Module, checkpoint: str) -> None:
     """Inject the adapters the config's ``FLoRAHook`` would inject in a run, if it has one."""
-    entry = flora_hook_entry(cfg)
-    if entry is None:
+    entries = flora_hook_entries(cfg)
+    if not entries:
         return
+    entry = entries[0]
     options = {k: v for k, v in entry.items() if k not in ('type', 'priority')}
     if options.get('method', 'flora') is None and checkpoint.endswith('.safetensors'):
         options.setdefault('adapter_checkpoint', checkpoint)  # its metadata holds the setup

@@ -28,6 +28,7 @@ wait_passively()  # before torch loads OpenMP: see mmflora/openmp.py
 from mmengine.dist import get_rank  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
+from mmflora.apis import flora_hook_entries  # noqa: E402
 from mmflora.apis.console import RunConsole  # noqa: E402
 
 # tools/ is on sys.path when run as a script.
@@ -81,7 +82,7 @@ def route_adapter_file_to_hook(cfg, path: str) -> bool:
     The hook injects the adapters itself (in ``before_run``) and then loads the file on the
     pretrained base; without a hook the adapters already exist when the model is built.
     """
-    hooks = [h for h in cfg.get('custom_hooks', []) if h['type'].split('.')[-1] == 'FLoRAHook']
+    hooks = flora_hook_entries(cfg)
     for hook in hooks:
         hook['adapter_checkpoint'] = path
     return bool(hooks)

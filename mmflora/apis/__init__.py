@@ -17,14 +17,16 @@
 Nothing here depends on :mod:`mmflora.engine`; the hooks and ``tools/`` build on it.
 """
 from .adapter_files import apply_adapter_file
-from .config import ConfigError, check_config_nodes, load_config, register_scope_modules
+from .config import (ConfigError, check_config_nodes, flora_hook_entries, load_config,
+                     register_scope_modules)
 from .model import build_model_from_config, unwrap_model
 from .pretrained import (BASE_SOURCES, check_base_source, ensure_base_weights, is_pretrained_init,
                          pretrained_init_entries, pretrained_init_modules)
 
 __all__ = [
     'BASE_SOURCES', 'ConfigError', 'apply_adapter_file', 'build_model_from_config',
-    'check_base_source', 'check_config_nodes', 'ensure_base_weights', 'is_pretrained_init',
+    'check_base_source', 'check_config_nodes', 'ensure_base_weights', 'flora_hook_entries',
+    'is_pretrained_init',
     'load_config', 'pretrained_init_entries', 'pretrained_init_modules', 'register_scope_modules',
     'unwrap_model'
 ]

@@ -42,6 +42,13 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def flora_hook_entries(cfg: Config) -> list:
+    """The config's ``FLoRAHook`` entries of ``custom_hooks`` (by class name, with or without
+    a scope prefix such as ``mmflora.``), in their order."""
+    return [hook for hook in cfg.get('custom_hooks') or []
+            if isinstance(hook, dict) and str(hook.get('type')).split('.')[-1] == 'FLoRAHook']
+
+
 def check_config_nodes(cfg: Config) -> None:
     """Run ``check_config(node, where)`` of every mmflora class a config node names.
 

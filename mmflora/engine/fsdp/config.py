@@ -17,6 +17,8 @@ from typing import Dict, Optional
 import torch
 from mmengine.config import Config, ConfigDict
 
+from mmflora.apis.config import flora_hook_entries
+
 #: The block class of each backbone type that FSDP wraps (and checkpoints) one by one.
 BACKBONE_BLOCKS: Dict[str, str] = {
     'InternViT6B': 'InternViTBlock',
@@ -33,15 +35,13 @@ def fsdp_strategy_config(cfg: Config) -> Optional[dict]:
             which the strategy cannot read before the model is built.
     """
     from ..hooks.flora_hook import HOOK_OPTIONS
-    for hook in cfg.get('custom_hooks') or []:
-        if isinstance(hook, dict) and str(hook.get('type')).split('.')[-1] == 'FLoRAHook':
-            options = {k: v for k, v in hook.items()
-                       if k not in ('type', 'priority') + HOOK_OPTIONS}
-            if options.get('method', 'flora') is None:
-                raise ValueError('--strategy fsdp: FLoRAHook(method=None) takes its adapters '
-                                 'from adapter_checkpoint, which FSDP training cannot start '
-                                 'from; give the method and its options in the hook')
-            return options
+    for hook in flora_hook_entries(cfg):
+        options = {k: v for k, v in hook.items() if k not in ('type', 'priority') + HOOK_OPTIONS}
+        if options.get('method', 'flora') is None:
+            raise ValueError('--strategy fsdp: FLoRAHook(method=None) takes its adapters '
+                             'from adapter_checkpoint, which FSDP training cannot start '
+                             'from; give the method and its options in the hook')
+        return options
     return None
 
 
